@@ -1,0 +1,205 @@
+"""The implicit-function-theorem hypergradient: the one place its formula is implemented."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_hypergrad.solvers import vectors
+from lightning_hypergrad.solvers.base import IHVPSolver, SolveResult
+from lightning_hypergrad.solvers.neumann import Neumann
+from lightning_hypergrad.solvers.vectors import Vector
+
+
+class HypergradientWarning(UserWarning):
+    """A hypergradient was computed from a failed inverse-Hessian solve."""
+
+
+@dataclass(frozen=True)
+class HypergradientResult:
+    """A hypergradient with what it was made of.
+
+    Attributes:
+        hypergradients: ``dL_V/dλ``, one tensor per hyperparameter, same shape and dtype, detached.
+        direct: the direct term ``∂L_V/∂λ`` alone, in working precision (at least float32).
+        solve: the inverse-Hessian solve of ``H x = ∂L_V/∂w`` (its ``solution`` is ``x``, for warm starts).
+        train_gradient_norm: ``‖∂L_T/∂w‖`` at these weights, a 0-dim tensor: how far w is from the
+            stationary point the implicit function theorem assumes.
+    """
+
+    hypergradients: tuple[Tensor, ...]
+    direct: tuple[Tensor, ...]
+    solve: SolveResult
+    train_gradient_norm: Tensor
+
+
+def hypergradient(
+    train_loss: Tensor,
+    val_loss: Tensor,
+    params: Sequence[Tensor],
+    hparams: Sequence[Tensor],
+    solver: IHVPSolver | None = None,
+) -> tuple[Tensor, ...]:
+    r"""The hypergradient ``dL_V/dλ`` at the current weights, by the implicit function theorem.
+
+    .. math::
+
+        \frac{dL_V}{d\lambda} = \frac{\partial L_V}{\partial \lambda}
+            - \Big(\frac{\partial^2 L_T}{\partial w\, \partial \lambda}\Big)^{\!\top} x,
+        \qquad H x = \frac{\partial L_V}{\partial w}, \qquad H = \frac{\partial^2 L_T}{\partial w\, \partial w}
+
+    ``L_T`` is ``train_loss``, ``L_V`` is ``val_loss``, ``w`` are ``params`` and ``λ`` are ``hparams``. The
+    formula is exact when w minimises ``L_T`` (``∂L_T/∂w = 0``); elsewhere it is the usual approximation.
+    ``x ≈ H⁻¹ ∂L_V/∂w`` comes from ``solver`` (default ``Neumann()``), which only sees Hessian-vector products.
+
+    Cost: one gradient of ``L_V``; one gradient ``g = ∂L_T/∂w`` built once with ``create_graph=True``; each
+    Hessian-vector product ``Hv = ∂(gᵀv)/∂w`` is a reverse pass through that one retained graph (so every
+    product sees the same dropout masks and batch); the mixed term is one more reverse pass ``∂(gᵀx)/∂λ``.
+    Memory is O(P + H) on top of the two graphs, whatever the number of solver iterations.
+
+    Args:
+        train_loss: scalar ``L_T(λ, w)`` still attached to its graph.
+        val_loss: scalar ``L_V(λ, w)`` still attached to its graph (it may or may not depend on λ).
+        params: the weights w, tensors that require grad.
+        hparams: the hyperparameters λ, tensors that require grad, disjoint from ``params``.
+        solver: an :class:`~lightning_hypergrad.solvers.IHVPSolver`; ``None`` means ``Neumann()``.
+
+    Returns:
+        One detached tensor per hyperparameter with its shape and dtype; exact zeros where a hyperparameter
+        influences neither loss. Neither the graphs nor any ``.grad`` field is modified. If the solver fails
+        (diverges or meets negative curvature) a :class:`HypergradientWarning` is issued and the implicit term
+        is left out; use :func:`hypergradient_with_solve` to inspect the solve instead.
+
+    Example:
+        >>> import torch
+        >>> from lightning_hypergrad import hypergradient
+        >>> from lightning_hypergrad.solvers import Exact
+        >>> w = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+        >>> decay = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
+        >>> train_loss = ((w - 2) ** 2).sum() + (decay.exp() * w**2).sum()   # minimised at w = 2 / (1 + e^λ) = 1
+        >>> val_loss = ((w - 3) ** 2).sum()
+        >>> hypergradient(train_loss, val_loss, [w], [decay], Exact())        # dL_V/dλ = 2(w − 3) · dw/dλ = −4 · −½
+        (tensor([2.], dtype=torch.float64),)
+    """
+    result = hypergradient_with_solve(train_loss, val_loss, params, hparams, solver)
+    if not result.solve.converged:
+        warnings.warn(
+            f"The inverse-Hessian solve failed ({result.solve.status.value}, residual norm "
+            f"{float(result.solve.residual_norm):.3g}) with {solver!r}; the hypergradient holds the direct term only. "
+            "For Neumann, lower alpha or use alpha='auto'.",
+            HypergradientWarning,
+            stacklevel=2,
+        )
+    return result.hypergradients
+
+
+def hypergradient_with_solve(
+    train_loss: Tensor,
+    val_loss: Tensor,
+    params: Sequence[Tensor],
+    hparams: Sequence[Tensor],
+    solver: IHVPSolver | None = None,
+    *,
+    initial: Sequence[Tensor] | None = None,
+) -> HypergradientResult:
+    """:func:`hypergradient`, also returning the solve's diagnostics; it never warns.
+
+    Args:
+        initial: a warm start for the solver, shaped like ``params`` (e.g. the previous
+            ``result.solve.solution``); ``None`` starts from zero.
+
+    A failed solve (``result.solve.converged`` false) contributes a zero implicit term.
+    """
+    params, hparams = _check_inputs(train_loss, val_loss, params, hparams, solver)
+    solver = Neumann() if solver is None else solver
+
+    # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass.
+    validation_gradients = _gradients(val_loss, params + hparams)
+    validation_gradient = validation_gradients[: len(params)]
+    direct = validation_gradients[len(params) :]
+
+    # g = ∂L_T/∂w with its own graph, built once: the Hessian and mixed products below all differentiate it.
+    train_gradient = _gradients(train_loss, params, create_graph=True)
+    differentiable = [index for index, part in enumerate(train_gradient) if part.requires_grad]
+    gradient_outputs = [train_gradient[index] for index in differentiable]
+    train_gradient_norm = vectors.norm([part.detach() for part in train_gradient])
+
+    def vector_product(vector: Sequence[Tensor], inputs: Vector) -> Vector:
+        """∂(gᵀv)/∂inputs by one reverse pass through g's graph (zeros where g does not depend on an input)."""
+        if not gradient_outputs:
+            return vectors.zeros_like(inputs)
+        grad_outputs = [vector[index].to(train_gradient[index].dtype) for index in differentiable]
+        products = torch.autograd.grad(
+            gradient_outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True, materialize_grads=True
+        )
+        return tuple(product.detach() for product in products)
+
+    def hessian_vector_product(vector: Vector) -> Vector:
+        return vector_product(vector, params)
+
+    # x ≈ H⁻¹ v (H is symmetric, so vᵀH⁻¹ = xᵀ).
+    solve = solver.solve(hessian_vector_product, validation_gradient, initial)
+
+    # dL_V/dλ = ∂L_V/∂λ − (∂²L_T/∂w∂λ)ᵀ x, the mixed term being ∂(gᵀx)/∂λ.
+    if solve.converged:
+        mixed = vectors.to_working(vector_product(solve.solution, hparams))
+    else:
+        mixed = vectors.zeros_like(direct)
+    hypergradients = tuple(
+        (direct_part - mixed_part).to(hparam.dtype) for direct_part, mixed_part, hparam in zip(direct, mixed, hparams)
+    )
+    return HypergradientResult(hypergradients, direct, solve, train_gradient_norm)
+
+
+def _gradients(loss: Tensor, inputs: Vector, create_graph: bool = False) -> Vector:
+    """∂loss/∂inputs with zeros for inputs the loss does not reach; direct gradients come out in working precision.
+
+    ``retain_graph`` is always on: the caller's graphs may share nodes (say, a transform of λ used by both
+    losses), and freeing them here would break the caller's later backward passes.
+    """
+    if not loss.requires_grad:
+        gradients: Sequence[Tensor] = vectors.zeros_like(inputs)
+    else:
+        gradients = torch.autograd.grad(
+            loss, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True, materialize_grads=True
+        )
+    if create_graph:
+        return tuple(gradients)
+    return vectors.to_working(gradients)
+
+
+def _check_inputs(
+    train_loss: object, val_loss: object, params: object, hparams: object, solver: object
+) -> tuple[Vector, Vector]:
+    for name, loss in (("train_loss", train_loss), ("val_loss", val_loss)):
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"{name} must be a scalar tensor, got {type(loss).__name__}.")
+        if loss.numel() != 1:
+            raise ValueError(f"{name} must be a scalar tensor, got shape {tuple(loss.shape)}; reduce it (e.g. .mean()).")
+    checked = []
+    for name, group in (("params", params), ("hparams", hparams)):
+        if isinstance(group, Tensor):
+            raise TypeError(f"{name} must be a sequence of tensors, got a single tensor; wrap it in a list.")
+        group = tuple(group)  # type: ignore[arg-type]
+        if not group:
+            raise ValueError(f"{name} is empty; pass at least one tensor.")
+        for index, tensor in enumerate(group):
+            if not isinstance(tensor, Tensor):
+                raise TypeError(f"{name}[{index}] must be a tensor, got {type(tensor).__name__}.")
+            if not tensor.requires_grad:
+                raise ValueError(f"{name}[{index}] (shape {tuple(tensor.shape)}) does not require grad; call .requires_grad_().")
+        checked.append(group)
+    weights, hyperparameters = checked
+    weight_ids = {id(tensor) for tensor in weights}
+    shared = [index for index, tensor in enumerate(hyperparameters) if id(tensor) in weight_ids]
+    if shared:
+        raise ValueError(f"hparams{shared} also appear in params; a tensor is either a weight or a hyperparameter.")
+    if solver is not None and not isinstance(solver, IHVPSolver):
+        raise TypeError(
+            f"solver must be an IHVPSolver (Neumann, ConjugateGradient, Identity, Exact), got {type(solver).__name__}."
+        )
+    return weights, hyperparameters

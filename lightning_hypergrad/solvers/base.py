@@ -1,0 +1,161 @@
+"""The contract every inverse-Hessian-vector-product solver follows.
+
+A solver approximates ``x = H⁻¹ b`` for a symmetric ``H`` that it can only touch through products
+``hvp(v) = H v``. Vectors are tuples of tensors of any shapes (one part per weight tensor).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from lightning_hypergrad.solvers import vectors
+from lightning_hypergrad.solvers.vectors import Vector
+
+HVP = Callable[[Vector], Sequence[Tensor]]
+"""A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike."""
+
+
+class SolveStatus(str, enum.Enum):
+    """How a solve ended."""
+
+    TOLERANCE_REACHED = "tolerance_reached"
+    """The residual met the requested tolerance (or the system was solved directly)."""
+    ITERATIONS_EXHAUSTED = "iterations_exhausted"
+    """All requested iterations ran; the result is the solver's truncated approximation, as designed."""
+    DIVERGED = "diverged"
+    """Non-finite values, or a residual that grew; the solution was replaced by zeros."""
+    NEGATIVE_CURVATURE = "negative_curvature"
+    """Conjugate gradient met ``pᵀHp ≤ 0``: H is not positive definite, so the IFT's local-minimum assumption fails."""
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What a solver returns: the approximate solution and how it got there.
+
+    Attributes:
+        solution: the approximation of ``H⁻¹ b``, one tensor per part of ``b`` with the same shape and dtype.
+            Always finite: when the solve fails it is all zeros.
+        iterations: the solver's own iterations taken (Neumann terms, CG steps); 0 for Identity and Exact.
+        residual_norm: a 0-dim tensor; each solver's docstring says exactly which residual it reports.
+        status: how the solve ended (:class:`SolveStatus`).
+        hvp_count: Hessian-vector products evaluated in total, including any spent choosing a step size.
+        alpha: the Neumann/Identity step size that was used (chosen automatically or given), else ``None``.
+    """
+
+    solution: Vector
+    iterations: int
+    residual_norm: Tensor
+    status: SolveStatus
+    hvp_count: int
+    alpha: float | None = None
+
+    @property
+    def converged(self) -> bool:
+        """True unless the solve failed (diverged or broke down).
+
+        A run that stopped after its configured number of iterations counts as converged: truncation is how
+        Neumann and capped CG approximate ``H⁻¹ b``. Look at :attr:`status` to tell whether a tolerance was met.
+        """
+        return self.status in (SolveStatus.TOLERANCE_REACHED, SolveStatus.ITERATIONS_EXHAUSTED)
+
+
+class IHVPSolver(abc.ABC):
+    """Base class of inverse-Hessian-vector-product solvers.
+
+    Subclasses take explicit, typed constructor arguments with defaults (so LightningCLI can build them from
+    YAML ``class_path``/``init_args``) and validate them there.
+    """
+
+    @abc.abstractmethod
+    def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
+        """Approximate ``H⁻¹ b``.
+
+        Args:
+            hvp: the product ``v ↦ H v``. It is called with vectors in working precision (each part of ``b``
+                promoted to at least float32) and may return any floating dtype.
+            b: the right-hand side, a sequence of tensors of any shapes and floating dtypes.
+            initial: optional starting guess shaped like ``b`` (warm start); ``None`` starts from zero.
+        """
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def check_count(owner: str, name: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an int >= ``minimum``, else raise naming the value and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {value}.")
+    return value
+
+
+def check_positive(owner: str, name: str, value: object) -> float:
+    """Return ``value`` as a float if it is finite and > 0, else raise naming the value and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}({name}={value!r}): {name} must be a finite number > 0, got {type(value).__name__}.")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{owner}({name}={value!r}): {name} must be a finite number > 0, got {value}.")
+    return float(value)
+
+
+def apply_hvp(hvp: HVP, vector: Vector) -> Vector:
+    """Call ``hvp`` and check that it returned one tensor per part, shaped alike, promoted to the part's dtype."""
+    product = tuple(hvp(vector))
+    if len(product) != len(vector):
+        raise ValueError(f"hvp returned {len(product)} tensors for a vector of {len(vector)} parts; it must return one per part.")
+    for index, (out, part) in enumerate(zip(product, vector)):
+        if out.shape != part.shape:
+            raise ValueError(f"hvp returned shape {tuple(out.shape)} for part {index} of shape {tuple(part.shape)}.")
+    return tuple(out.detach().to(part.dtype) for out, part in zip(product, vector))
+
+
+def starting_point(hvp: HVP, b: Vector, initial: Sequence[Tensor] | None) -> tuple[Vector, Vector, int]:
+    """The start ``x0`` (zeros or ``initial``), its residual ``b − H x0``, and the products that cost (0 or 1)."""
+    if initial is None:
+        return vectors.zeros_like(b), b, 0
+    check_initial(b, initial)
+    start = vectors.cast_like(vectors.to_working(initial), b)
+    return start, vectors.add_scaled(b, -1.0, apply_hvp(hvp, start)), 1
+
+
+def check_initial(b: Sequence[Tensor], initial: Sequence[Tensor] | None) -> None:
+    """Raise unless ``initial`` is None or has one tensor per part of ``b``, shaped alike."""
+    if initial is None:
+        return
+    initial = tuple(initial)
+    if len(initial) != len(b) or any(x.shape != part.shape for x, part in zip(initial, b)):
+        raise ValueError(
+            "initial must be shaped like b: got shapes "
+            f"{[tuple(x.shape) for x in initial]} for b of shapes {[tuple(part.shape) for part in b]}."
+        )
+
+
+def finish(
+    solution: Vector,
+    b: Sequence[Tensor],
+    *,
+    status: SolveStatus,
+    iterations: int,
+    residual_norm: Tensor,
+    hvp_count: int,
+    alpha: float | None = None,
+) -> SolveResult:
+    """Build the result: zeros if the solve failed, each part cast back to the dtype of ``b``."""
+    if status in (SolveStatus.DIVERGED, SolveStatus.NEGATIVE_CURVATURE):
+        solution = vectors.zeros_like(solution)
+    return SolveResult(
+        solution=vectors.cast_like(solution, b),
+        iterations=iterations,
+        residual_norm=residual_norm.detach(),
+        status=status,
+        hvp_count=hvp_count,
+        alpha=alpha,
+    )

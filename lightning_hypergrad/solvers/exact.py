@@ -1,0 +1,59 @@
+"""Dense Hessian solve: the exact oracle for small problems."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lightning_hypergrad.solvers import vectors
+from lightning_hypergrad.solvers.base import HVP, IHVPSolver, SolveResult, SolveStatus, apply_hvp, check_count, check_initial, finish
+
+
+class Exact(IHVPSolver):
+    r"""Form the dense P×P Hessian from P Hessian-vector products and solve ``H x = b`` directly.
+
+    ``x = H⁺ b``, the minimum-norm least-squares solution (equal to ``H⁻¹ b`` when H is nonsingular), from an
+    eigendecomposition of the symmetrised Hessian in float64; eigenvalues below ``P · eps · max|λ|`` are
+    treated as zero. It costs P products and O(P²) memory, so it is meant as the reference in tests and
+    benchmarks; problems with more than ``max_size`` weights are refused. ``initial`` is checked for shape and otherwise unused.
+    ``residual_norm`` is the exact ``‖b − H x‖`` (nonzero only when b leaves H's range).
+
+    Args:
+        max_size: the largest P (total number of weights) accepted, ``>= 1``.
+    """
+
+    def __init__(self, max_size: int = 4096) -> None:
+        self.max_size = check_count("Exact", "max_size", max_size, minimum=1)
+
+    def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
+        check_initial(b, initial)
+        target = vectors.to_working(b)
+        size = sum(part.numel() for part in target)
+        if size > self.max_size:
+            raise ValueError(
+                f"Exact(max_size={self.max_size}) refuses a system with P={size} weights: it would form a dense "
+                f"{size}x{size} Hessian from {size} products. Use ConjugateGradient or Neumann, or raise max_size."
+            )
+        flat_target = vectors.flatten(target)
+        columns = []
+        for index in range(size):
+            unit = torch.zeros_like(flat_target)
+            unit[index] = 1
+            columns.append(vectors.flatten(apply_hvp(hvp, vectors.unflatten(unit, target))))
+        dense_dtype = torch.float64
+        hessian = torch.stack(columns, dim=1).to(dense_dtype) if columns else flat_target.new_zeros((0, 0), dtype=dense_dtype)
+        hessian = (hessian + hessian.T) / 2
+        rhs = flat_target.to(dense_dtype)
+        solution = torch.linalg.pinv(hessian, hermitian=True) @ rhs
+        residual_norm = torch.linalg.vector_norm(rhs - hessian @ solution)
+        finite = bool(torch.isfinite(solution).all())
+        return finish(
+            vectors.unflatten(solution, target),
+            b,
+            status=SolveStatus.TOLERANCE_REACHED if finite else SolveStatus.DIVERGED,
+            iterations=0,
+            residual_norm=residual_norm,
+            hvp_count=size,
+        )

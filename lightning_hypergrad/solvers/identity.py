@@ -1,0 +1,45 @@
+"""The zeroth-order approximation ``H⁻¹ ≈ αI``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from lightning_hypergrad.solvers import vectors
+from lightning_hypergrad.solvers.base import HVP, IHVPSolver, SolveResult, SolveStatus, check_positive, finish, starting_point
+
+
+class Identity(IHVPSolver):
+    r"""Approximate ``H⁻¹ b`` by ``α b``: the Neumann series cut to its first term, with no Hessian products.
+
+    .. math::
+
+        x = x_0 + \alpha\,(b - H x_0)
+
+    With ``x_0 = 0`` (the default) this costs nothing beyond the gradients, and the hypergradient it gives
+    is that of differentiating through a single gradient step of size α (the "greedy", one-step lookahead
+    hypergradient). ``residual_norm`` is ``‖b − H x_0‖``, the residual before the step; ``status`` is
+    ``ITERATIONS_EXHAUSTED`` unless ``b`` is non-finite (``DIVERGED``).
+
+    Args:
+        alpha: the scale α ``> 0``; the inverse Hessian's stand-in is ``αI``.
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = check_positive("Identity", "alpha", alpha)
+
+    def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
+        target = vectors.to_working(b)
+        start, residual, hvp_count = starting_point(hvp, target, initial)
+        solution = vectors.add_scaled(start, self.alpha, residual)
+        finite = bool(vectors.all_finite(solution))
+        return finish(
+            solution,
+            b,
+            status=SolveStatus.ITERATIONS_EXHAUSTED if finite else SolveStatus.DIVERGED,
+            iterations=0,
+            residual_norm=vectors.norm(residual),
+            hvp_count=hvp_count,
+            alpha=self.alpha,
+        )

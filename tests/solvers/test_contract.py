@@ -1,0 +1,145 @@
+"""Every solver, one table: the contract of IHVPSolver.solve."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lightning_hypergrad.solvers import ConjugateGradient, Exact, Identity, IHVPSolver, Neumann, SolveResult, SolveStatus
+from tests.helpers import symmetric_matrix
+
+SOLVERS = {
+    "neumann": lambda: Neumann(iterations=5, alpha=1.0),
+    "neumann-auto": lambda: Neumann(iterations=5, alpha="auto", power_iterations=3),
+    "conjugate-gradient": lambda: ConjugateGradient(iterations=5, rtol=1e-10),
+    "identity": lambda: Identity(alpha=1.0),
+    "exact": lambda: Exact(),
+}
+
+# Parts of every shape the weights of a network have, in every floating dtype.
+SHAPES_AND_DTYPES = [((3, 4), torch.float64), ((5,), torch.float32), ((), torch.float32), ((2, 1, 3), torch.bfloat16)]
+
+
+@pytest.fixture(params=list(SOLVERS), ids=list(SOLVERS))
+def solver(request: pytest.FixtureRequest) -> IHVPSolver:
+    return SOLVERS[request.param]()
+
+
+def right_hand_side(seed: int = 0) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(shape, generator=generator).to(dtype) for shape, dtype in SHAPES_AND_DTYPES)
+
+
+def test_identity_hessian_returns_b_exactly_with_shapes_and_dtypes(solver: IHVPSolver) -> None:
+    b = right_hand_side()
+    result = solver.solve(lambda v: v, b)
+    assert isinstance(result, SolveResult)
+    assert result.converged
+    assert len(result.solution) == len(b)
+    for solution_part, b_part in zip(result.solution, b):
+        assert solution_part.shape == b_part.shape
+        assert solution_part.dtype == b_part.dtype
+        assert torch.equal(solution_part, b_part)
+
+
+def test_result_fields_are_typed_and_detached(solver: IHVPSolver) -> None:
+    b = tuple(part.requires_grad_(True) for part in right_hand_side() if part.dtype != torch.bfloat16)
+    result = solver.solve(lambda v: tuple(2 * part for part in v), b)
+    assert isinstance(result.iterations, int)
+    assert isinstance(result.hvp_count, int)
+    assert isinstance(result.status, SolveStatus)
+    assert result.residual_norm.ndim == 0
+    assert torch.isfinite(result.residual_norm)
+    assert all(not part.requires_grad for part in result.solution)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.iterations = 0  # type: ignore[misc]
+
+
+def test_products_are_taken_in_at_least_float32(solver: IHVPSolver) -> None:
+    seen_dtypes = set()
+
+    def hvp(vector: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        seen_dtypes.update(part.dtype for part in vector)
+        return tuple(part.to(torch.bfloat16) for part in vector)  # a reduced-precision product is promoted back
+
+    b = tuple(torch.ones(4, dtype=torch.bfloat16) for _ in range(2))
+    result = solver.solve(hvp, b)
+    if not isinstance(solver, Identity):
+        assert seen_dtypes == {torch.float32}
+    assert all(part.dtype == torch.bfloat16 for part in result.solution)
+    assert all(torch.equal(part, torch.ones(4, dtype=torch.bfloat16)) for part in result.solution)
+
+
+def test_zero_right_hand_side_gives_zero_solution(solver: IHVPSolver) -> None:
+    hessian = symmetric_matrix(4, torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    result = solver.solve(lambda v: (hessian @ v[0],), (torch.zeros(4, dtype=torch.float64),))
+    assert result.converged
+    assert torch.equal(result.solution[0], torch.zeros(4, dtype=torch.float64))
+
+
+def test_warm_start_at_the_solution_stays_there(solver: IHVPSolver) -> None:
+    hessian = symmetric_matrix(4, torch.tensor([0.5, 0.6, 0.7, 0.8]))
+    b = torch.arange(1.0, 5.0, dtype=torch.float64)
+    exact = torch.linalg.solve(hessian, b)
+    result = solver.solve(lambda v: (hessian @ v[0],), (b,), initial=(exact,))
+    assert result.converged
+    torch.testing.assert_close(result.solution[0], exact, rtol=1e-12, atol=1e-12)
+
+
+def test_warm_start_must_match_b(solver: IHVPSolver) -> None:
+    with pytest.raises(ValueError, match="initial must be shaped like b"):
+        solver.solve(lambda v: v, (torch.ones(3),), initial=(torch.ones(4),))
+
+
+def test_hvp_returning_the_wrong_structure_is_refused(solver: IHVPSolver) -> None:
+    b = (torch.ones(3), torch.ones(2))
+    with pytest.raises(ValueError, match="hvp returned 1 tensors for a vector of 2 parts"):
+        solver.solve(lambda v: v[:1], b, initial=b)  # a warm start makes even Identity take a product
+    with pytest.raises(ValueError, match=r"hvp returned shape \(2,\) for part 0 of shape \(3,\)"):
+        solver.solve(lambda v: (v[1], v[0]), b, initial=b)
+
+
+def test_repr_shows_the_configuration(solver: IHVPSolver) -> None:
+    text = repr(solver)
+    assert text.startswith(type(solver).__name__ + "(")
+    for key, value in vars(solver).items():
+        assert f"{key}={value!r}" in text
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: Neumann(iterations=0), r"Neumann\(iterations=0\): iterations must be an integer >= 1, got 0"),
+        (lambda: Neumann(iterations=-3), r"Neumann\(iterations=-3\): iterations must be an integer >= 1, got -3"),
+        (lambda: Neumann(alpha=0.0), r"Neumann\(alpha=0.0\): alpha must be a finite number > 0, got 0.0"),
+        (lambda: Neumann(alpha=-0.1), r"Neumann\(alpha=-0.1\): alpha must be a finite number > 0, got -0.1"),
+        (lambda: Neumann(alpha=float("nan")), r"Neumann\(alpha=nan\): alpha must be a finite number > 0"),
+        (lambda: Neumann(alpha="fast"), r"Neumann\(alpha='fast'\): alpha must be a finite number > 0 or the string 'auto'"),
+        (lambda: Neumann(power_iterations=0), r"power_iterations must be an integer >= 1, got 0"),
+        (lambda: ConjugateGradient(iterations=0), r"ConjugateGradient\(iterations=0\): iterations must be an integer >= 1"),
+        (lambda: ConjugateGradient(rtol=0.0), r"ConjugateGradient\(rtol=0.0\): rtol must be a finite number > 0, got 0.0"),
+        (lambda: ConjugateGradient(rtol=-1e-6), r"ConjugateGradient\(rtol=-1e-06\): rtol must be a finite number > 0"),
+        (lambda: ConjugateGradient(check_every=0), r"check_every must be an integer >= 1, got 0"),
+        (lambda: Identity(alpha=0), r"Identity\(alpha=0\): alpha must be a finite number > 0, got 0"),
+        (lambda: Identity(alpha=float("inf")), r"Identity\(alpha=inf\): alpha must be a finite number > 0"),
+        (lambda: Exact(max_size=0), r"Exact\(max_size=0\): max_size must be an integer >= 1, got 0"),
+    ],
+)
+def test_constructors_reject_bad_values(factory, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        factory()
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: Neumann(iterations=2.5), r"Neumann\(iterations=2.5\): iterations must be an integer >= 1, got float"),
+        (lambda: Neumann(iterations=True), r"iterations must be an integer >= 1, got bool"),
+        (lambda: ConjugateGradient(rtol="small"), r"rtol must be a finite number > 0, got str"),
+    ],
+)
+def test_constructors_reject_wrong_types(factory, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        factory()
