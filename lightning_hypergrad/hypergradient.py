@@ -179,7 +179,9 @@ def _check_inputs(
         if not isinstance(loss, Tensor):
             raise TypeError(f"{name} must be a scalar tensor, got {type(loss).__name__}.")
         if loss.numel() != 1:
-            raise ValueError(f"{name} must be a scalar tensor, got shape {tuple(loss.shape)}; reduce it (e.g. .mean()).")
+            raise ValueError(
+                f"{name} must be a scalar tensor, got shape {tuple(loss.shape)}; reduce it (e.g. .mean())."
+            )
     checked = []
     for name, group in (("params", params), ("hparams", hparams)):
         if isinstance(group, Tensor):
@@ -191,7 +193,9 @@ def _check_inputs(
             if not isinstance(tensor, Tensor):
                 raise TypeError(f"{name}[{index}] must be a tensor, got {type(tensor).__name__}.")
             if not tensor.requires_grad:
-                raise ValueError(f"{name}[{index}] (shape {tuple(tensor.shape)}) does not require grad; call .requires_grad_().")
+                raise ValueError(
+                    f"{name}[{index}] (shape {tuple(tensor.shape)}) does not require grad; call .requires_grad_()."
+                )
         checked.append(group)
     weights, hyperparameters = checked
     weight_ids = {id(tensor) for tensor in weights}

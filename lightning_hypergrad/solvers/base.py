@@ -91,7 +91,9 @@ class IHVPSolver(abc.ABC):
 def check_count(owner: str, name: str, value: object, minimum: int) -> int:
     """Return ``value`` if it is an int >= ``minimum``, else raise naming the value and the allowed range."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {type(value).__name__}.")
+        raise TypeError(
+            f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {type(value).__name__}."
+        )
     if value < minimum:
         raise ValueError(f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {value}.")
     return value
@@ -110,7 +112,9 @@ def apply_hvp(hvp: HVP, vector: Vector) -> Vector:
     """Call ``hvp`` and check that it returned one tensor per part, shaped alike, promoted to the part's dtype."""
     product = tuple(hvp(vector))
     if len(product) != len(vector):
-        raise ValueError(f"hvp returned {len(product)} tensors for a vector of {len(vector)} parts; it must return one per part.")
+        raise ValueError(
+            f"hvp returned {len(product)} tensors for a vector of {len(vector)} parts; it must return one per part."
+        )
     for index, (out, part) in enumerate(zip(product, vector)):
         if out.shape != part.shape:
             raise ValueError(f"hvp returned shape {tuple(out.shape)} for part {index} of shape {tuple(part.shape)}.")

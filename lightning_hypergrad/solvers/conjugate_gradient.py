@@ -47,7 +47,8 @@ class ConjugateGradient(IHVPSolver):
         >>> import torch
         >>> from lightning_hypergrad.solvers import ConjugateGradient
         >>> H = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
-        >>> result = ConjugateGradient(iterations=2, rtol=1e-12).solve(lambda v: (H @ v[0],), (torch.ones(2, dtype=torch.float64),))
+        >>> b = (torch.ones(2, dtype=torch.float64),)
+        >>> result = ConjugateGradient(iterations=2, rtol=1e-12).solve(lambda v: (H @ v[0],), b)
         >>> result.solution[0], result.iterations
         (tensor([0.1818, 0.2727], dtype=torch.float64), 2)
     """

@@ -8,7 +8,16 @@ import torch
 from torch import Tensor
 
 from lightning_hypergrad.solvers import vectors
-from lightning_hypergrad.solvers.base import HVP, IHVPSolver, SolveResult, SolveStatus, apply_hvp, check_count, check_initial, finish
+from lightning_hypergrad.solvers.base import (
+    HVP,
+    IHVPSolver,
+    SolveResult,
+    SolveStatus,
+    apply_hvp,
+    check_count,
+    check_initial,
+    finish,
+)
 
 
 class Exact(IHVPSolver):
@@ -17,7 +26,8 @@ class Exact(IHVPSolver):
     ``x = H⁺ b``, the minimum-norm least-squares solution (equal to ``H⁻¹ b`` when H is nonsingular), from an
     eigendecomposition of the symmetrised Hessian in float64; eigenvalues below ``P · eps · max|λ|`` are
     treated as zero. It costs P products and O(P²) memory, so it is meant as the reference in tests and
-    benchmarks; problems with more than ``max_size`` weights are refused. ``initial`` is checked for shape and otherwise unused.
+    benchmarks; problems with more than ``max_size`` weights are refused. ``initial`` is checked for shape,
+    then unused.
     ``residual_norm`` is the exact ``‖b − H x‖`` (nonzero only when b leaves H's range).
 
     Args:
@@ -43,7 +53,9 @@ class Exact(IHVPSolver):
             unit[index] = 1
             columns.append(vectors.flatten(apply_hvp(hvp, vectors.unflatten(unit, target))))
         dense_dtype = torch.float64
-        hessian = torch.stack(columns, dim=1).to(dense_dtype) if columns else flat_target.new_zeros((0, 0), dtype=dense_dtype)
+        hessian = (
+            torch.stack(columns, dim=1).to(dense_dtype) if columns else flat_target.new_zeros((0, 0), dtype=dense_dtype)
+        )
         hessian = (hessian + hessian.T) / 2
         rhs = flat_target.to(dense_dtype)
         solution = torch.linalg.pinv(hessian, hermitian=True) @ rhs

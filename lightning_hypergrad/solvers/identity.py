@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from lightning_hypergrad.solvers import vectors
-from lightning_hypergrad.solvers.base import HVP, IHVPSolver, SolveResult, SolveStatus, check_positive, finish, starting_point
+from lightning_hypergrad.solvers.base import (
+    HVP,
+    IHVPSolver,
+    SolveResult,
+    SolveStatus,
+    check_positive,
+    finish,
+    starting_point,
+)
 
 
 class Identity(IHVPSolver):

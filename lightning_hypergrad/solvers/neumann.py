@@ -59,7 +59,8 @@ class Neumann(IHVPSolver):
         >>> import torch
         >>> from lightning_hypergrad.solvers import Neumann
         >>> H = torch.diag(torch.tensor([1.0, 2.0], dtype=torch.float64))
-        >>> result = Neumann(iterations=60, alpha=0.5).solve(lambda v: (H @ v[0],), (torch.ones(2, dtype=torch.float64),))
+        >>> b = (torch.ones(2, dtype=torch.float64),)
+        >>> result = Neumann(iterations=60, alpha=0.5).solve(lambda v: (H @ v[0],), b)
         >>> result.solution[0]
         tensor([1.0000, 0.5000], dtype=torch.float64)
 
@@ -68,7 +69,9 @@ class Neumann(IHVPSolver):
         AISTATS 2020. (arXiv v1 Algorithm 3 has sign errors; this follows the corrected recurrence.)
     """
 
-    def __init__(self, iterations: int = 20, alpha: float | Literal["auto"] = "auto", power_iterations: int = 10) -> None:
+    def __init__(
+        self, iterations: int = 20, alpha: float | Literal["auto"] = "auto", power_iterations: int = 10
+    ) -> None:
         self.iterations = check_count("Neumann", "iterations", iterations, minimum=1)
         if alpha == "auto":
             self.alpha: float | Literal["auto"] = "auto"

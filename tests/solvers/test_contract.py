@@ -7,7 +7,15 @@ import dataclasses
 import pytest
 import torch
 
-from lightning_hypergrad.solvers import ConjugateGradient, Exact, Identity, IHVPSolver, Neumann, SolveResult, SolveStatus
+from lightning_hypergrad.solvers import (
+    ConjugateGradient,
+    Exact,
+    Identity,
+    IHVPSolver,
+    Neumann,
+    SolveResult,
+    SolveStatus,
+)
 from tests.helpers import symmetric_matrix
 
 SOLVERS = {
@@ -116,10 +124,19 @@ def test_repr_shows_the_configuration(solver: IHVPSolver) -> None:
         (lambda: Neumann(alpha=0.0), r"Neumann\(alpha=0.0\): alpha must be a finite number > 0, got 0.0"),
         (lambda: Neumann(alpha=-0.1), r"Neumann\(alpha=-0.1\): alpha must be a finite number > 0, got -0.1"),
         (lambda: Neumann(alpha=float("nan")), r"Neumann\(alpha=nan\): alpha must be a finite number > 0"),
-        (lambda: Neumann(alpha="fast"), r"Neumann\(alpha='fast'\): alpha must be a finite number > 0 or the string 'auto'"),
+        (
+            lambda: Neumann(alpha="fast"),
+            r"Neumann\(alpha='fast'\): alpha must be a finite number > 0 or the string 'auto'",
+        ),
         (lambda: Neumann(power_iterations=0), r"power_iterations must be an integer >= 1, got 0"),
-        (lambda: ConjugateGradient(iterations=0), r"ConjugateGradient\(iterations=0\): iterations must be an integer >= 1"),
-        (lambda: ConjugateGradient(rtol=0.0), r"ConjugateGradient\(rtol=0.0\): rtol must be a finite number > 0, got 0.0"),
+        (
+            lambda: ConjugateGradient(iterations=0),
+            r"ConjugateGradient\(iterations=0\): iterations must be an integer >= 1",
+        ),
+        (
+            lambda: ConjugateGradient(rtol=0.0),
+            r"ConjugateGradient\(rtol=0.0\): rtol must be a finite number > 0, got 0.0",
+        ),
         (lambda: ConjugateGradient(rtol=-1e-6), r"ConjugateGradient\(rtol=-1e-06\): rtol must be a finite number > 0"),
         (lambda: ConjugateGradient(check_every=0), r"check_every must be an integer >= 1, got 0"),
         (lambda: Identity(alpha=0), r"Identity\(alpha=0\): alpha must be a finite number > 0, got 0"),

@@ -1,0 +1,84 @@
+"""Conjugate gradient: exact in n steps, early stopping, breakdown reporting."""
+
+from __future__ import annotations
+
+import torch
+
+from lightning_hypergrad.solvers import ConjugateGradient, SolveStatus
+from tests.helpers import symmetric_matrix
+
+
+def test_exact_in_n_iterations_on_an_spd_system() -> None:
+    eigenvalues = torch.logspace(-1, 1, 8)
+    hessian = symmetric_matrix(8, eigenvalues)
+    b = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    result = ConjugateGradient(iterations=8, rtol=1e-14).solve(lambda v: (hessian @ v[0],), (b,))
+    exact = torch.linalg.solve(hessian, b)
+    assert float(torch.linalg.vector_norm(result.solution[0] - exact) / torch.linalg.vector_norm(exact)) < 1e-10
+    assert result.converged
+    torch.testing.assert_close(
+        result.residual_norm, torch.linalg.vector_norm(b - hessian @ result.solution[0]), atol=1e-12, rtol=1e-6
+    )
+
+
+def test_stops_early_when_the_tolerance_is_met() -> None:
+    # Three distinct eigenvalues: CG's Krylov space holds the exact solution after three steps.
+    hessian = symmetric_matrix(30, torch.tensor([1.0] * 10 + [2.0] * 10 + [5.0] * 10))
+    b = torch.randn(30, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    result = ConjugateGradient(iterations=25, rtol=1e-10).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.status is SolveStatus.TOLERANCE_REACHED
+    assert result.iterations == 3
+    assert result.hvp_count == 3
+    assert float(result.residual_norm) <= 1e-10 * float(torch.linalg.vector_norm(b))
+
+
+def test_running_out_of_iterations_is_a_usable_truncation() -> None:
+    hessian = symmetric_matrix(10, torch.logspace(-2, 2, 10))
+    b = torch.ones(10, dtype=torch.float64)
+    result = ConjugateGradient(iterations=3, rtol=1e-12).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.status is SolveStatus.ITERATIONS_EXHAUSTED
+    assert result.converged
+    assert result.iterations == 3
+    # CG's residual need not shrink, but its error in the H-norm does (it minimises it over the Krylov space).
+    exact = torch.linalg.solve(hessian, b)
+    error = result.solution[0] - exact
+    assert float(error @ hessian @ error) < float(exact @ hessian @ exact)
+    torch.testing.assert_close(result.residual_norm, torch.linalg.vector_norm(b - hessian @ result.solution[0]))
+
+
+def test_masked_iterations_match_per_step_checks() -> None:
+    # check_every only changes when the host looks; on the device the iterate freezes once converged.
+    hessian = symmetric_matrix(30, torch.tensor([1.0] * 15 + [4.0] * 15))
+    b = torch.ones(30, dtype=torch.float64)
+    every_step = ConjugateGradient(iterations=10, rtol=1e-10, check_every=1).solve(lambda v: (hessian @ v[0],), (b,))
+    rarely = ConjugateGradient(iterations=10, rtol=1e-10, check_every=7).solve(lambda v: (hessian @ v[0],), (b,))
+    assert every_step.iterations == rarely.iterations == 2
+    torch.testing.assert_close(every_step.solution[0], rarely.solution[0], rtol=0, atol=0)
+
+
+def test_negative_curvature_is_reported_not_returned() -> None:
+    hessian = torch.diag(torch.tensor([-2.0, 1.0, 3.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    result = ConjugateGradient(iterations=3).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.status is SolveStatus.NEGATIVE_CURVATURE
+    assert not result.converged
+    assert torch.equal(result.solution[0], torch.zeros(3, dtype=torch.float64))
+
+
+def test_non_finite_products_are_reported_as_divergence() -> None:
+    result = ConjugateGradient(iterations=4).solve(lambda v: (v[0] * float("nan"),), (torch.ones(3),))
+    assert result.status is SolveStatus.DIVERGED
+    assert torch.isfinite(result.solution[0]).all()
+
+
+def test_solves_over_parts_of_mixed_shapes_as_one_system() -> None:
+    hessian = symmetric_matrix(6, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    b = torch.arange(6, dtype=torch.float64)
+
+    def hvp(vector: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        product = hessian @ torch.cat([vector[0].reshape(-1), vector[1]])
+        return product[:4].reshape(2, 2), product[4:]
+
+    result = ConjugateGradient(iterations=6, rtol=1e-14).solve(hvp, (b[:4].reshape(2, 2), b[4:]))
+    solution = torch.cat([result.solution[0].reshape(-1), result.solution[1]])
+    torch.testing.assert_close(solution, torch.linalg.solve(hessian, b), rtol=1e-10, atol=1e-12)

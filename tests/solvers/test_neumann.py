@@ -1,0 +1,111 @@
+"""Neumann series: exact truncated values, convergence, step-size selection and divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_hypergrad.solvers import Neumann, SolveStatus
+from lightning_hypergrad.solvers.neumann import largest_eigenvalue_magnitude
+from tests.helpers import symmetric_matrix
+
+EIGENVALUES = torch.tensor([0.3, 0.7, 1.1, 2.0, 4.0, 5.0])
+
+
+def system(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    hessian = symmetric_matrix(6, EIGENVALUES, seed=seed)
+    b = torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    return hessian, b
+
+
+def truncated_series(hessian: torch.Tensor, b: torch.Tensor, iterations: int, alpha: float) -> torch.Tensor:
+    identity = torch.eye(len(b), dtype=torch.float64)
+    remainder = torch.linalg.matrix_power(identity - alpha * hessian, iterations + 1)
+    return torch.linalg.solve(hessian, (identity - remainder) @ b)
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 7, 30])
+def test_matches_the_closed_form_truncated_series(iterations: int) -> None:
+    hessian, b = system()
+    result = Neumann(iterations=iterations, alpha=0.15).solve(lambda v: (hessian @ v[0],), (b,))
+    expected = truncated_series(hessian, b, iterations, 0.15)
+    torch.testing.assert_close(result.solution[0], expected, rtol=1e-12, atol=1e-12)
+    assert result.iterations == iterations
+    assert result.hvp_count == iterations
+    assert result.status is SolveStatus.ITERATIONS_EXHAUSTED and result.converged
+    # residual_norm is ‖(I − αH)^K b‖: the residual of the partial sum with K terms.
+    previous = truncated_series(hessian, b, iterations - 1, 0.15)
+    torch.testing.assert_close(result.residual_norm, torch.linalg.vector_norm(b - hessian @ previous))
+
+
+def test_converges_to_the_inverse_as_terms_grow() -> None:
+    hessian, b = system()
+    exact = torch.linalg.solve(hessian, b)
+    errors = []
+    for iterations in [5, 20, 80, 640]:
+        result = Neumann(iterations=iterations, alpha=0.18).solve(lambda v: (hessian @ v[0],), (b,))
+        errors.append(float(torch.linalg.vector_norm(result.solution[0] - exact) / torch.linalg.vector_norm(exact)))
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
+    assert errors[-1] < 1e-10
+
+
+@pytest.mark.parametrize("factor", [2.05, 3.0, 10.0])
+def test_step_above_two_over_lambda_max_reports_divergence_with_finite_output(factor: float) -> None:
+    hessian, b = system()
+    alpha = factor / float(EIGENVALUES.max())
+    result = Neumann(iterations=40, alpha=alpha).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.status is SolveStatus.DIVERGED
+    assert not result.converged
+    assert torch.isfinite(result.solution[0]).all()
+    assert torch.equal(result.solution[0], torch.zeros(6, dtype=torch.float64))
+
+
+def test_overflow_to_infinity_is_caught() -> None:
+    hessian, b = system()
+    result = Neumann(iterations=200, alpha=1e3).solve(lambda v: (hessian.float() @ v[0],), (b.float(),))
+    assert result.status is SolveStatus.DIVERGED
+    assert torch.isfinite(result.solution[0]).all()
+
+
+def test_negative_curvature_along_b_reports_divergence() -> None:
+    hessian = symmetric_matrix(4, torch.tensor([-1.0, 1.0, 2.0, 3.0]))
+    b = torch.ones(4, dtype=torch.float64)
+    result = Neumann(iterations=60, alpha=0.3).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.status is SolveStatus.DIVERGED
+
+
+def test_auto_alpha_uses_a_power_iteration_estimate_and_converges() -> None:
+    hessian, b = system()
+    solver = Neumann(iterations=200, alpha="auto", power_iterations=12)
+    result = solver.solve(lambda v: (hessian @ v[0],), (b,))
+    lambda_max = float(EIGENVALUES.max())
+    assert result.converged
+    assert result.hvp_count == 200 + 12
+    assert result.alpha is not None and 0 < result.alpha * lambda_max < 2
+    # The estimate approaches λ_max from below, so 1/α ends up close to it.
+    assert 0.9 * lambda_max <= 1 / result.alpha <= lambda_max * (1 + 1e-12)
+    torch.testing.assert_close(
+        result.solution[0], truncated_series(hessian, b, 200, result.alpha), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_power_iteration_bounds_the_spectrum_from_below() -> None:
+    hessian, b = system()
+    estimates = [float(largest_eigenvalue_magnitude(lambda v: (hessian @ v[0],), (b,), steps)) for steps in [1, 3, 80]]
+    assert all(estimate <= 5.0 * (1 + 1e-12) for estimate in estimates)
+    assert abs(estimates[-1] - 5.0) < 1e-6
+
+
+def test_auto_alpha_refuses_a_hessian_that_vanishes_along_b() -> None:
+    result = Neumann(iterations=3).solve(lambda v: (torch.zeros_like(v[0]),), (torch.ones(3, dtype=torch.float64),))
+    assert result.status is SolveStatus.DIVERGED
+    assert torch.equal(result.solution[0], torch.zeros(3, dtype=torch.float64))
+
+
+def test_warm_start_solves_the_residual_system() -> None:
+    hessian, b = system()
+    start = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    result = Neumann(iterations=9, alpha=0.15).solve(lambda v: (hessian @ v[0],), (b,), initial=(start,))
+    expected = start + truncated_series(hessian, b - hessian @ start, 9, 0.15)
+    torch.testing.assert_close(result.solution[0], expected, rtol=1e-12, atol=1e-12)
+    assert result.hvp_count == 10
