@@ -43,6 +43,8 @@ def hypergradient(
     params: Sequence[Tensor],
     hparams: Sequence[Tensor],
     solver: IHVPSolver | None = None,
+    *,
+    damping: float = 0.0,
 ) -> tuple[Tensor, ...]:
     r"""The hypergradient ``dL_V/dλ`` at the current weights, by the implicit function theorem.
 
@@ -67,6 +69,9 @@ def hypergradient(
         params: the weights w, tensors that require grad.
         hparams: the hyperparameters λ, tensors that require grad, disjoint from ``params``.
         solver: an :class:`~lightning_hypergrad.solvers.IHVPSolver`; ``None`` means ``Neumann()``.
+        damping: μ ``>= 0``; the solve uses ``H + μI`` in place of H (Tikhonov damping), which biases the
+            hypergradient towards the one-step ``Identity(1/μ)`` answer but keeps the system positive definite
+            where H has small negative eigenvalues (non-convex networks). 0 means the plain IFT formula.
 
     Returns:
         One detached tensor per hyperparameter with its shape and dtype; exact zeros where a hyperparameter
@@ -85,7 +90,7 @@ def hypergradient(
         >>> hypergradient(train_loss, val_loss, [w], [decay], Exact())        # dL_V/dλ = 2(w − 3) · dw/dλ = −4 · −½
         (tensor([2.], dtype=torch.float64),)
     """
-    result = hypergradient_with_solve(train_loss, val_loss, params, hparams, solver)
+    result = hypergradient_with_solve(train_loss, val_loss, params, hparams, solver, damping=damping)
     if not result.solve.converged:
         warnings.warn(
             f"The inverse-Hessian solve failed ({result.solve.status.value}, residual norm "
@@ -104,6 +109,7 @@ def hypergradient_with_solve(
     hparams: Sequence[Tensor],
     solver: IHVPSolver | None = None,
     *,
+    damping: float = 0.0,
     initial: Sequence[Tensor] | None = None,
 ) -> HypergradientResult:
     """:func:`hypergradient`, also returning the solve's diagnostics; it never warns.
@@ -115,6 +121,8 @@ def hypergradient_with_solve(
     A failed solve (``result.solve.converged`` false) contributes a zero implicit term.
     """
     params, hparams = _check_inputs(train_loss, val_loss, params, hparams, solver)
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < float("inf"):
+        raise ValueError(f"damping={damping!r}: damping must be a finite number >= 0.")
     solver = Neumann() if solver is None else solver
 
     # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass.
@@ -139,9 +147,10 @@ def hypergradient_with_solve(
         return tuple(product.detach() for product in products)
 
     def hessian_vector_product(vector: Vector) -> Vector:
-        return vector_product(vector, params)
+        product = vector_product(vector, params)
+        return vectors.add_scaled(product, damping, vector) if damping else product
 
-    # x ≈ H⁻¹ v (H is symmetric, so vᵀH⁻¹ = xᵀ).
+    # x ≈ (H + μI)⁻¹ v (H is symmetric, so vᵀH⁻¹ = xᵀ).
     solve = solver.solve(hessian_vector_product, validation_gradient, initial)
 
     # dL_V/dλ = ∂L_V/∂λ − (∂²L_T/∂w∂λ)ᵀ x, the mixed term being ∂(gᵀx)/∂λ.

@@ -52,6 +52,23 @@ def test_ridge_neumann_converges_to_the_exact_hypergradient(ridge: RidgeProblem)
     assert errors[-1] <= 1e-8
 
 
+@pytest.mark.parametrize("damping", [0.1, 2.0])
+def test_damping_solves_with_the_shifted_hessian(ridge: RidgeProblem, damping: float) -> None:
+    train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
+    solver = ConjugateGradient(iterations=5, rtol=1e-15)
+    (result,) = hypergradient(train_loss, val_loss, [weights], [log_decay], solver, damping=damping)
+    shifted = ridge.hessian() + damping * torch.eye(ridge.features, dtype=torch.float64)
+    solution = torch.linalg.solve(shifted, ridge.val_gradient(ridge.minimizer()))
+    assert relative_error(result, ridge.hypergradient_from_solution(solution)) <= 1e-8
+
+
+@pytest.mark.parametrize("damping", [-0.1, float("nan"), float("inf")])
+def test_damping_must_be_finite_and_non_negative(ridge: RidgeProblem, damping: float) -> None:
+    train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
+    with pytest.raises(ValueError, match=r"damping=.*: damping must be a finite number >= 0"):
+        hypergradient(train_loss, val_loss, [weights], [log_decay], Exact(), damping=damping)
+
+
 def test_direct_term_enters_with_a_plus_sign(ridge: RidgeProblem) -> None:
     train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
     slopes = torch.linspace(-2.0, 3.0, ridge.features, dtype=torch.float64)

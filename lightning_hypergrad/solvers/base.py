@@ -31,7 +31,7 @@ class SolveStatus(str, enum.Enum):
     DIVERGED = "diverged"
     """Non-finite values, or a residual that grew; the solution was replaced by zeros."""
     NEGATIVE_CURVATURE = "negative_curvature"
-    """Conjugate gradient met ``pᵀHp ≤ 0``: H is not positive definite, so the IFT's local-minimum assumption fails."""
+    """Conjugate gradient met ``pᵀHp ≤ 0`` (H is not positive definite there) and kept the iterate built before it."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class SolveResult:
             Always finite: when the solve fails it is all zeros.
         iterations: the solver's own iterations taken (Neumann terms, CG steps); 0 for Identity and Exact.
         residual_norm: a 0-dim tensor; each solver's docstring says exactly which residual it reports.
+        converged: True when ``solution`` is a usable approximation; False when the solve failed (diverged,
+            non-finite, or broke down before its first step). A run stopped after its configured number of
+            iterations counts as converged: truncation is how Neumann and capped CG approximate ``H⁻¹ b``.
+            :attr:`status` tells whether a tolerance was met.
         status: how the solve ended (:class:`SolveStatus`).
         hvp_count: Hessian-vector products evaluated in total, including any spent choosing a step size.
         alpha: the Neumann/Identity step size that was used (chosen automatically or given), else ``None``.
@@ -51,18 +55,10 @@ class SolveResult:
     solution: Vector
     iterations: int
     residual_norm: Tensor
+    converged: bool
     status: SolveStatus
     hvp_count: int
     alpha: float | None = None
-
-    @property
-    def converged(self) -> bool:
-        """True unless the solve failed (diverged or broke down).
-
-        A run that stopped after its configured number of iterations counts as converged: truncation is how
-        Neumann and capped CG approximate ``H⁻¹ b``. Look at :attr:`status` to tell whether a tolerance was met.
-        """
-        return self.status in (SolveStatus.TOLERANCE_REACHED, SolveStatus.ITERATIONS_EXHAUSTED)
 
 
 class IHVPSolver(abc.ABC):
@@ -152,13 +148,18 @@ def finish(
     hvp_count: int,
     alpha: float | None = None,
 ) -> SolveResult:
-    """Build the result: zeros if the solve failed, each part cast back to the dtype of ``b``."""
-    if status in (SolveStatus.DIVERGED, SolveStatus.NEGATIVE_CURVATURE):
+    """Build the result, each part cast back to the dtype of ``b``; a failed solve gets a zero solution.
+
+    A solve fails when it diverged, or when it stopped at negative curvature before taking a single step.
+    """
+    converged = status is not SolveStatus.DIVERGED and not (status is SolveStatus.NEGATIVE_CURVATURE and iterations == 0)
+    if not converged:
         solution = vectors.zeros_like(solution)
     return SolveResult(
         solution=vectors.cast_like(solution, b),
         iterations=iterations,
         residual_norm=residual_norm.detach(),
+        converged=converged,
         status=status,
         hvp_count=hvp_count,
         alpha=alpha,

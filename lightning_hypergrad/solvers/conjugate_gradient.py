@@ -29,10 +29,13 @@ class ConjugateGradient(IHVPSolver):
     ``‖b − H x‖ ≤ rtol · ‖b‖`` (``status=TOLERANCE_REACHED``), else after ``iterations`` steps
     (``ITERATIONS_EXHAUSTED``; the iterate is still the best in its Krylov space and counts as converged).
 
-    CG needs H positive definite along its search directions. If it meets ``pᵀHp ≤ 0`` (a saddle point or
-    a non-convex region, where the implicit function theorem's local-minimum assumption fails) the result is
-    ``NEGATIVE_CURVATURE``; non-finite values give ``DIVERGED``. Both report ``converged=False`` and a zero
-    solution. ``residual_norm`` is the recurrence's residual ``‖r_k‖ = ‖b − H x_k‖`` (exact up to rounding).
+    CG needs H positive definite along its search directions. If it meets ``pᵀHp ≤ 0`` (a saddle point or a
+    non-convex region, common in neural networks) it stops there and keeps the iterate built so far, as
+    truncated (Steihaug) CG does: ``status=NEGATIVE_CURVATURE``, converged if at least one step was taken. If
+    the very first direction already has non-positive curvature, or values turn non-finite (``DIVERGED``), the
+    solve fails: ``converged=False`` and a zero solution. Passing ``damping`` to the hypergradient (solving with
+    ``H + μI``) keeps CG clear of small negative eigenvalues. ``residual_norm`` is the recurrence's residual
+    ``‖r_k‖ = ‖b − H x_k‖`` (exact up to rounding).
 
     The iteration runs on the device without waiting for the host: finished or failed runs freeze their
     iterate by masking, and the host checks whether all work is done every ``check_every`` iterations (on the

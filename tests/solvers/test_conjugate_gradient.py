@@ -56,7 +56,7 @@ def test_masked_iterations_match_per_step_checks() -> None:
     torch.testing.assert_close(every_step.solution[0], rarely.solution[0], rtol=0, atol=0)
 
 
-def test_negative_curvature_is_reported_not_returned() -> None:
+def test_negative_curvature_at_the_first_step_fails_with_zeros() -> None:
     hessian = torch.diag(torch.tensor([-2.0, 1.0, 3.0], dtype=torch.float64))
     b = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
     result = ConjugateGradient(iterations=3).solve(lambda v: (hessian @ v[0],), (b,))
@@ -82,3 +82,14 @@ def test_solves_over_parts_of_mixed_shapes_as_one_system() -> None:
     result = ConjugateGradient(iterations=6, rtol=1e-14).solve(hvp, (b[:4].reshape(2, 2), b[4:]))
     solution = torch.cat([result.solution[0].reshape(-1), result.solution[1]])
     torch.testing.assert_close(solution, torch.linalg.solve(hessian, b), rtol=1e-10, atol=1e-12)
+
+
+def test_negative_curvature_after_a_step_keeps_the_truncated_iterate() -> None:
+    hessian = torch.diag(torch.tensor([-2.0, 1.0, 3.0], dtype=torch.float64))
+    b = torch.tensor([0.5, 1.0, 1.0], dtype=torch.float64)
+    result = ConjugateGradient(iterations=3).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.status is SolveStatus.NEGATIVE_CURVATURE
+    assert result.converged
+    assert result.iterations == 1
+    expected = (b @ b) / (b @ hessian @ b) * b  # the first CG step from zero, before the breakdown
+    torch.testing.assert_close(result.solution[0], expected, rtol=1e-14, atol=0)

@@ -1,0 +1,1 @@
+"""Datasets and datamodules; the embedded default is scikit-learn's digits."""
