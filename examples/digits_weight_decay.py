@@ -18,7 +18,11 @@ from lightning_hypergrad import hypergradient_with_solve
 from lightning_hypergrad.data.digits import split_digits
 from lightning_hypergrad.solvers import ConjugateGradient, Identity, Neumann
 
-SOLVERS = {"neumann": lambda: Neumann(iterations=20), "cg": lambda: ConjugateGradient(iterations=20), "identity": Identity}
+SOLVERS = {
+    "neumann": lambda: Neumann(iterations=20),
+    "cg": lambda: ConjugateGradient(iterations=20),
+    "identity": Identity,
+}
 
 
 def run(tune: bool, steps: int, solver_name: str, seed: int = 0) -> dict[str, float]:
@@ -83,7 +87,9 @@ def main() -> None:
         start = time.perf_counter()
         metrics = run(tune, arguments.steps, arguments.solver)
         label = f"tuned ({arguments.solver})" if tune else "fixed decay"
-        summary = ", ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}" for key, value in metrics.items())
+        summary = ", ".join(
+            f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}" for key, value in metrics.items()
+        )
         print(f"{label:>18}: {summary}, seconds={time.perf_counter() - start:.1f}")
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from lightning.pytorch import LightningDataModule
 from sklearn.datasets import load_digits
 from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.data.samplers import EpochShuffleSampler
 
 
 @dataclass(frozen=True)
@@ -46,3 +51,56 @@ def split_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, seed: in
         inputs[val_end:],
         targets[val_end:],
     )
+
+
+class DigitsDataModule(LightningDataModule):
+    """scikit-learn's digits as train / validation / test loaders, plus the hyperstep's ``hyper_dataloader``.
+
+    The split is fixed by ``seed``; training batches are reshuffled every epoch in an order set by
+    ``(seed, epoch)`` so resumed runs are exact. ``hyper_dataloader`` draws from the validation split.
+
+    Args:
+        batch_size: training batch size.
+        hyper_batch_size: validation batch size for hypersteps; ``None`` uses the whole validation split.
+        eval_batch_size: batch size of the validation and test loaders.
+        val_fraction: share of the 1,797 images held out for validation.
+        test_fraction: share held out for testing.
+        seed: fixes the split and the shuffling.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        hyper_batch_size: int | None = None,
+        eval_batch_size: int = 512,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        check_count("DigitsDataModule", "batch_size", batch_size, minimum=1)
+        check_count("DigitsDataModule", "eval_batch_size", eval_batch_size, minimum=1)
+        if hyper_batch_size is not None:
+            check_count("DigitsDataModule", "hyper_batch_size", hyper_batch_size, minimum=1)
+        self.batch_size = batch_size
+        self.hyper_batch_size = hyper_batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.split = split_digits(val_fraction, test_fraction, seed)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = TensorDataset(self.split.train_inputs, self.split.train_targets)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.split.val_inputs, self.split.val_targets), batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(
+            TensorDataset(self.split.test_inputs, self.split.test_targets), batch_size=self.eval_batch_size
+        )
+
+    def hyper_dataloader(self) -> DataLoader:
+        dataset = TensorDataset(self.split.val_inputs, self.split.val_targets)
+        batch_size = self.hyper_batch_size or len(dataset)
+        return DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed + 1))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import enum
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -84,26 +83,6 @@ class IHVPSolver(abc.ABC):
         return f"{type(self).__name__}({arguments})"
 
 
-def check_count(owner: str, name: str, value: object, minimum: int) -> int:
-    """Return ``value`` if it is an int >= ``minimum``, else raise naming the value and the allowed range."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {type(value).__name__}."
-        )
-    if value < minimum:
-        raise ValueError(f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {value}.")
-    return value
-
-
-def check_positive(owner: str, name: str, value: object) -> float:
-    """Return ``value`` as a float if it is finite and > 0, else raise naming the value and the allowed range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}({name}={value!r}): {name} must be a finite number > 0, got {type(value).__name__}.")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{owner}({name}={value!r}): {name} must be a finite number > 0, got {value}.")
-    return float(value)
-
-
 def apply_hvp(hvp: HVP, vector: Vector) -> Vector:
     """Call ``hvp`` and check that it returned one tensor per part, shaped alike, promoted to the part's dtype."""
     product = tuple(hvp(vector))
@@ -152,7 +131,9 @@ def finish(
 
     A solve fails when it diverged, or when it stopped at negative curvature before taking a single step.
     """
-    converged = status is not SolveStatus.DIVERGED and not (status is SolveStatus.NEGATIVE_CURVATURE and iterations == 0)
+    converged = status is not SolveStatus.DIVERGED and not (
+        status is SolveStatus.NEGATIVE_CURVATURE and iterations == 0
+    )
     if not converged:
         solution = vectors.zeros_like(solution)
     return SolveResult(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lightning_hypergrad.checks import check_count, check_positive
 from lightning_hypergrad.solvers import vectors
 from lightning_hypergrad.solvers.base import (
     HVP,
@@ -14,8 +15,6 @@ from lightning_hypergrad.solvers.base import (
     SolveResult,
     SolveStatus,
     apply_hvp,
-    check_count,
-    check_positive,
     finish,
     starting_point,
 )

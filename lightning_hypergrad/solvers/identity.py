@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from lightning_hypergrad.checks import check_positive
 from lightning_hypergrad.solvers import vectors
 from lightning_hypergrad.solvers.base import (
     HVP,
     IHVPSolver,
     SolveResult,
     SolveStatus,
-    check_positive,
     finish,
     starting_point,
 )

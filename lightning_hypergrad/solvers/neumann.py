@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lightning_hypergrad.checks import check_count, check_positive
 from lightning_hypergrad.solvers import vectors
 from lightning_hypergrad.solvers.base import (
     HVP,
@@ -15,8 +16,6 @@ from lightning_hypergrad.solvers.base import (
     SolveResult,
     SolveStatus,
     apply_hvp,
-    check_count,
-    check_positive,
     finish,
     starting_point,
 )

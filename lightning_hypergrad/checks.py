@@ -1,0 +1,25 @@
+"""Argument checks shared by constructors: each error names the argument, the value and what is allowed."""
+
+from __future__ import annotations
+
+import math
+
+
+def check_count(owner: str, name: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an int >= ``minimum``, else raise naming the value and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {type(value).__name__}."
+        )
+    if value < minimum:
+        raise ValueError(f"{owner}({name}={value!r}): {name} must be an integer >= {minimum}, got {value}.")
+    return value
+
+
+def check_positive(owner: str, name: str, value: object) -> float:
+    """Return ``value`` as a float if it is finite and > 0, else raise naming the value and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}({name}={value!r}): {name} must be a finite number > 0, got {type(value).__name__}.")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{owner}({name}={value!r}): {name} must be a finite number > 0, got {value}.")
+    return float(value)

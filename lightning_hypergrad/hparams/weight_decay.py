@@ -1,0 +1,76 @@
+"""Learnable L2 weight decay: one coefficient overall, per weight tensor, or per weight."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from lightning_hypergrad.checks import check_positive
+
+Granularity = Literal["global", "per_tensor", "per_weight"]
+Parametrization = Literal["log", "softplus"]
+
+
+class WeightDecay(nn.Module):
+    r"""The penalty ``½ Σ_i c_i w_i²`` with coefficients ``c = f(θ)`` learned as hyperparameters θ.
+
+    ``f`` is ``exp`` (``parametrization="log"``) or ``softplus``; either keeps every coefficient positive while
+    θ moves freely. ``½ c ‖w‖²`` adds ``c w`` to the gradient, the same meaning as ``weight_decay=c`` in
+    ``torch.optim.SGD``.
+
+    Args:
+        shapes: the shapes of the weight tensors to penalise, in the order :meth:`forward` receives them.
+        granularity: ``"global"`` (one θ), ``"per_tensor"`` (one per weight tensor) or ``"per_weight"`` (one per
+            weight: as many hyperparameters as weights).
+        parametrization: ``"log"`` or ``"softplus"``.
+        initial: the starting coefficient ``c > 0`` of every weight.
+    """
+
+    def __init__(
+        self,
+        shapes: Sequence[Sequence[int]],
+        granularity: Granularity = "global",
+        parametrization: Parametrization = "log",
+        initial: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        if granularity not in ("global", "per_tensor", "per_weight"):
+            raise ValueError(
+                f"WeightDecay(granularity={granularity!r}): allowed values are 'global', 'per_tensor', 'per_weight'."
+            )
+        if parametrization not in ("log", "softplus"):
+            raise ValueError(
+                f"WeightDecay(parametrization={parametrization!r}): allowed values are 'log' and 'softplus'."
+            )
+        if not shapes:
+            raise ValueError("WeightDecay(shapes=[]): pass the shape of at least one weight tensor.")
+        initial = check_positive("WeightDecay", "initial", initial)
+        self.granularity = granularity
+        self.parametrization = parametrization
+        raw = math.log(initial) if parametrization == "log" else math.log(math.expm1(initial))
+        if granularity == "global":
+            raw_shapes: list[Sequence[int]] = [()]
+        elif granularity == "per_tensor":
+            raw_shapes = [()] * len(shapes)
+        else:
+            raw_shapes = list(shapes)
+        self.raw = nn.ParameterList(nn.Parameter(torch.full(tuple(shape), raw)) for shape in raw_shapes)
+        self.tensor_count = len(shapes)
+
+    def coefficients(self) -> list[Tensor]:
+        """The coefficients ``c``, one tensor per raw hyperparameter (broadcastable to the weights)."""
+        transform = torch.exp if self.parametrization == "log" else nn.functional.softplus
+        return [transform(raw) for raw in self.raw]
+
+    def forward(self, weights: Sequence[Tensor]) -> Tensor:
+        """The penalty ``½ Σ c w²`` over ``weights`` (same order and shapes as given at construction)."""
+        if len(weights) != self.tensor_count:
+            raise ValueError(f"WeightDecay was built for {self.tensor_count} weight tensors, got {len(weights)}.")
+        coefficients = self.coefficients()
+        if self.granularity == "global":
+            coefficients = coefficients * self.tensor_count
+        return 0.5 * sum((c * w.pow(2)).sum() for c, w in zip(coefficients, weights))

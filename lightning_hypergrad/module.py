@@ -1,0 +1,149 @@
+"""The LightningModule users subclass to declare a bilevel problem."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.types import LRSchedulerConfig
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from lightning_hypergrad.checks import check_count, check_positive
+
+
+class BilevelLightningModule(LightningModule):
+    """A LightningModule whose weights train on ``training_loss`` while a callback tunes ``hyperparameters()``.
+
+    Implement:
+
+    - ``training_loss(batch) -> Tensor``: the scalar L_T(λ, w); it may use the hyperparameters.
+    - ``validation_loss(batch) -> Tensor``: the scalar L_V(λ, w) the hyperparameters are tuned to lower.
+    - ``hyperparameters() -> Iterable[nn.Parameter]``: λ, registered on this module (so they are saved in
+      checkpoints and moved between devices) and never handed to the weights' optimizer.
+    - ``configure_optimizers()``: one optimizer over ``self.weight_parameters()`` (optionally a scheduler).
+
+    Weights train in Lightning's manual-optimization loop: ``training_step`` runs ``training_loss``, back-propagates
+    into the weights only (through the precision plugin, so ``16-mixed`` scaling applies) and steps the optimizer.
+    Lightning refuses ``Trainer(gradient_clip_val=..., accumulate_grad_batches=...)`` under manual optimization,
+    so this module offers both with the same meaning:
+
+    Args:
+        gradient_clip_val: clip the weights' gradients to this norm (or value) before each step; ``None`` = off.
+        gradient_clip_algorithm: ``"norm"`` (total 2-norm) or ``"value"`` (elementwise).
+        accumulate_grad_batches: sum gradients over this many batches (each loss divided by it) per weight step.
+
+    Override :meth:`project_hyperparameters` to keep hyperparameters feasible after each hyperstep (say, clamp a
+    rate into [0, 1)). ``validation_step`` and ``test_step`` log ``validation_loss`` / ``test_loss`` so
+    ``ModelCheckpoint(monitor="validation_loss")`` and ``EarlyStopping`` work as usual.
+    """
+
+    def __init__(
+        self,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
+        accumulate_grad_batches: int = 1,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        owner = type(self).__name__
+        self.gradient_clip_val = (
+            None if gradient_clip_val is None else check_positive(owner, "gradient_clip_val", gradient_clip_val)
+        )
+        if gradient_clip_algorithm not in ("norm", "value"):
+            raise ValueError(
+                f"{owner}(gradient_clip_algorithm={gradient_clip_algorithm!r}): allowed values are 'norm' and 'value'."
+            )
+        self.gradient_clip_algorithm = gradient_clip_algorithm
+        self.accumulate_grad_batches = check_count(owner, "accumulate_grad_batches", accumulate_grad_batches, minimum=1)
+
+    # --- what users implement -------------------------------------------------------------------------------
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """L_T(λ, w) on a training batch: a scalar tensor."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_loss(batch) -> Tensor.")
+
+    def validation_loss(self, batch: Any) -> Tensor:
+        """L_V(λ, w) on a validation batch: a scalar tensor."""
+        raise NotImplementedError(f"{type(self).__name__} must implement validation_loss(batch) -> Tensor.")
+
+    def hyperparameters(self) -> Iterable[nn.Parameter]:
+        """The hyperparameters λ: parameters registered on this module, excluded from the weights' optimizer."""
+        raise NotImplementedError(f"{type(self).__name__} must implement hyperparameters() -> Iterable[nn.Parameter].")
+
+    def project_hyperparameters(self) -> None:
+        """Called under ``torch.no_grad()`` after every hyperstep; edit hyperparameters in place to constrain them."""
+
+    # --- provided -------------------------------------------------------------------------------------------
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter of this module that is not a hyperparameter: what ``configure_optimizers`` should use."""
+        hyperparameter_ids = {id(parameter) for parameter in self.hyperparameters()}
+        return [parameter for parameter in self.parameters() if id(parameter) not in hyperparameter_ids]
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        optimizer = self.optimizers()
+        if isinstance(optimizer, list):
+            raise ValueError(
+                f"{type(self).__name__}.configure_optimizers returned {len(optimizer)} optimizers; a "
+                "BilevelLightningModule trains its weights with exactly one (hyperparameters have the callback's)."
+            )
+        loss = self.training_loss(batch)
+        self.manual_backward(loss / self.accumulate_grad_batches, inputs=self.weight_parameters())
+        if self._completes_accumulation(batch_idx):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            self._step_schedulers("step")
+        self.log("train_loss", loss.detach(), prog_bar=True)
+        return loss.detach()
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        # Runs after the precision plugin has unscaled the gradients, so clipping sees true magnitudes.
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.gradient_clip_val,
+                gradient_clip_algorithm=self.gradient_clip_algorithm,
+            )
+
+    def on_train_epoch_end(self) -> None:
+        self._step_schedulers("epoch")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.validation_loss(batch)
+        self.log("validation_loss", loss, prog_bar=True)
+        return loss
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.validation_loss(batch)
+        self.log("test_loss", loss)
+        return loss
+
+    def _completes_accumulation(self, batch_idx: int) -> bool:
+        """True on the batch that closes an accumulation window (or the epoch's last batch)."""
+        if (batch_idx + 1) % self.accumulate_grad_batches == 0:
+            return True
+        batches = self.trainer.num_training_batches
+        return isinstance(batches, int) and batch_idx + 1 == batches
+
+    def _step_schedulers(self, interval: str) -> None:
+        """Manual optimization leaves the weights' schedulers to us; honour their interval and frequency."""
+        configs: list[LRSchedulerConfig] = self.trainer.lr_scheduler_configs
+        counter = self.trainer.global_step if interval == "step" else self.current_epoch + 1
+        for config in configs:
+            if config.interval != interval or counter % config.frequency != 0:
+                continue
+            if config.reduce_on_plateau:
+                monitored = self.trainer.callback_metrics.get(config.monitor or "")
+                if monitored is None:
+                    if config.strict:
+                        raise KeyError(
+                            f"ReduceLROnPlateau monitors {config.monitor!r}, which was not logged; logged metrics: "
+                            f"{sorted(self.trainer.callback_metrics)}."
+                        )
+                    continue
+                config.scheduler.step(torch.as_tensor(monitored).item())
+            else:
+                config.scheduler.step()
