@@ -16,7 +16,7 @@ from lightning_hypergrad.solvers.vectors import Vector
 
 
 class HypergradientWarning(UserWarning):
-    """A hypergradient was computed from a failed inverse-Hessian solve."""
+    """A hypergradient came from a failed solve, a hyperstep was skipped, or a hyperparameter looks misconfigured."""
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,7 @@ def test_repr_shows_the_configuration(solver: IHVPSolver) -> None:
             r"Neumann\(alpha='fast'\): alpha must be a finite number > 0 or the string 'auto'",
         ),
         (lambda: Neumann(power_iterations=0), r"power_iterations must be an integer >= 1, got 0"),
+        (lambda: Neumann(max_growth=0.0), r"Neumann\(max_growth=0.0\): max_growth must be a finite number > 0"),
         (
             lambda: ConjugateGradient(iterations=0),
             r"ConjugateGradient\(iterations=0\): iterations must be an integer >= 1",

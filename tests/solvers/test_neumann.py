@@ -49,11 +49,12 @@ def test_converges_to_the_inverse_as_terms_grow() -> None:
     assert errors[-1] < 1e-10
 
 
-@pytest.mark.parametrize("factor", [2.05, 3.0, 10.0])
-def test_step_above_two_over_lambda_max_reports_divergence_with_finite_output(factor: float) -> None:
+# Caught once the overshooting component dominates the terms: at once for large steps, after ~20 for 2.05.
+@pytest.mark.parametrize(("factor", "iterations"), [(2.05, 20), (2.05, 60), (3.0, 5), (3.0, 20), (10.0, 2), (10.0, 60)])
+def test_step_above_two_over_lambda_max_reports_divergence_with_finite_output(factor: float, iterations: int) -> None:
     hessian, b = system()
     alpha = factor / float(EIGENVALUES.max())
-    result = Neumann(iterations=40, alpha=alpha).solve(lambda v: (hessian @ v[0],), (b,))
+    result = Neumann(iterations=iterations, alpha=alpha).solve(lambda v: (hessian @ v[0],), (b,))
     assert result.status is SolveStatus.DIVERGED
     assert not result.converged
     assert torch.isfinite(result.solution[0]).all()
@@ -67,11 +68,31 @@ def test_overflow_to_infinity_is_caught() -> None:
     assert torch.isfinite(result.solution[0]).all()
 
 
-def test_negative_curvature_along_b_reports_divergence() -> None:
+def test_strong_negative_curvature_along_b_reports_divergence() -> None:
     hessian = symmetric_matrix(4, torch.tensor([-1.0, 1.0, 2.0, 3.0]))
     b = torch.ones(4, dtype=torch.float64)
     result = Neumann(iterations=60, alpha=0.3).solve(lambda v: (hessian @ v[0],), (b,))
-    assert result.status is SolveStatus.DIVERGED
+    assert result.status is SolveStatus.DIVERGED  # (1 + 0.3)^60 ≫ max_growth
+
+
+@pytest.mark.parametrize("max_growth", [1.1, 10.0])
+def test_growth_limit_is_configurable(max_growth: float) -> None:
+    hessian = symmetric_matrix(4, torch.tensor([-0.5, 1.0, 2.0, 3.0]))
+    b = torch.ones(4, dtype=torch.float64)
+    result = Neumann(iterations=10, alpha=0.3, max_growth=max_growth).solve(lambda v: (hessian @ v[0],), (b,))
+    growth = float(result.residual_norm) / float(torch.linalg.vector_norm(b))
+    assert 1.1 < growth < 10.0  # (1 + 0.15)^10 ≈ 4 along the negative direction
+    assert result.converged is (max_growth == 10.0)
+
+
+def test_mild_negative_curvature_keeps_the_unrolled_truncated_series() -> None:
+    # A saddle direction with small negative curvature: the series grows slowly; the truncated sum is still
+    # H⁻¹ (I − (I − αH)^{K+1}) b, the hypergradient of K unrolled gradient steps.
+    hessian = symmetric_matrix(4, torch.tensor([-0.05, 1.0, 2.0, 3.0]))
+    b = torch.ones(4, dtype=torch.float64)
+    result = Neumann(iterations=15, alpha=0.3).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.converged
+    torch.testing.assert_close(result.solution[0], truncated_series(hessian, b, 15, 0.3), rtol=1e-12, atol=1e-12)
 
 
 def test_auto_alpha_uses_a_power_iteration_estimate_and_converges() -> None:

@@ -1,0 +1,5 @@
+"""Ready BilevelLightningModules used by the configs."""
+
+from lightning_hypergrad.tasks.classification import WeightDecayClassifier
+
+__all__ = ["WeightDecayClassifier"]
