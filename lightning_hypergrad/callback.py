@@ -141,15 +141,12 @@ class HypergradientCallback(Callback):
                 f"HypergradientCallback does not support the {strategy} strategy: Hessian-vector products need the "
                 "full, unsharded weights. Supported strategies: single device (auto) and the DDP family."
             )
+        _check_manual_optimization(pl_module)
         self._check_hyperparameters(pl_module)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         module = self._bilevel(pl_module)
-        if module.automatic_optimization:
-            raise ValueError(
-                f"{type(module).__name__}.automatic_optimization is True; BilevelLightningModule trains its weights "
-                "with manual optimization. Do not set automatic_optimization = True."
-            )
+        _check_manual_optimization(module)
         hyperparameters = self._check_hyperparameters(module)
         hyperparameter_ids = {id(parameter): name for name, parameter in self._named_hyperparameters(module)}
         for index, optimizer in enumerate(trainer.optimizers):
@@ -451,6 +448,14 @@ def hyperparameter_summary(named: list[tuple[str, nn.Parameter]]) -> dict[str, f
 def _log_to_loggers(trainer: Trainer, metrics: dict[str, float]) -> None:
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def _check_manual_optimization(module: BilevelLightningModule) -> None:
+    if module.automatic_optimization:
+        raise ValueError(
+            f"{type(module).__name__}.automatic_optimization is True; a BilevelLightningModule trains its weights with "
+            "manual optimization (its training_step steps the optimizer). Do not set automatic_optimization = True."
+        )
 
 
 def _restore_modes(modes: dict[nn.Module, bool]) -> None:

@@ -75,7 +75,8 @@ class IHVPSolver(abc.ABC):
             hvp: the product ``v ↦ H v``. It is called with vectors in working precision (each part of ``b``
                 promoted to at least float32) and may return any floating dtype.
             b: the right-hand side, a sequence of tensors of any shapes and floating dtypes.
-            initial: optional starting guess shaped like ``b`` (warm start); ``None`` starts from zero.
+            initial: optional starting guess shaped like ``b`` (warm start), used when its residual
+                ``‖b − H x0‖`` is below ``‖b‖``; ``None`` (or a worse guess) starts from zero.
         """
 
     def __repr__(self) -> str:
@@ -97,12 +98,20 @@ def apply_hvp(hvp: HVP, vector: Vector) -> Vector:
 
 
 def starting_point(hvp: HVP, b: Vector, initial: Sequence[Tensor] | None) -> tuple[Vector, Vector, int]:
-    """The start ``x0`` (zeros or ``initial``), its residual ``b − H x0``, and the products that cost (0 or 1)."""
+    """The start ``x0``, its residual ``b − H x0``, and the products that cost (0 or 1).
+
+    ``x0`` is ``initial`` when its residual is smaller than ``‖b‖`` (the residual of starting from zero), else
+    zero: a stale warm start, say from before the weights moved into a region of different curvature, must
+    never make a solve worse than a cold one. The choice is made on the device, without a host sync.
+    """
     if initial is None:
         return vectors.zeros_like(b), b, 0
     check_initial(b, initial)
-    start = vectors.cast_like(vectors.to_working(initial), b)
-    return start, vectors.add_scaled(b, -1.0, apply_hvp(hvp, start)), 1
+    guess = vectors.cast_like(vectors.to_working(initial), b)
+    guess_residual = vectors.add_scaled(b, -1.0, apply_hvp(hvp, guess))
+    better = vectors.norm(guess_residual) < vectors.norm(b)
+    start = vectors.where(better, guess, vectors.zeros_like(b))
+    return start, vectors.where(better, guess_residual, b), 1
 
 
 def check_initial(b: Sequence[Tensor], initial: Sequence[Tensor] | None) -> None:

@@ -96,6 +96,14 @@ def test_warm_start_at_the_solution_stays_there(solver: IHVPSolver) -> None:
     torch.testing.assert_close(result.solution[0], exact, rtol=1e-12, atol=1e-12)
 
 
+def test_a_warm_start_worse_than_zero_is_ignored(solver: IHVPSolver) -> None:
+    hessian = symmetric_matrix(4, torch.tensor([0.5, 0.6, 0.7, 0.8]))
+    b = torch.arange(1.0, 5.0, dtype=torch.float64)
+    cold = solver.solve(lambda v: (hessian @ v[0],), (b,))
+    stale = solver.solve(lambda v: (hessian @ v[0],), (b,), initial=(torch.full((4,), 100.0, dtype=torch.float64),))
+    torch.testing.assert_close(stale.solution[0], cold.solution[0], rtol=1e-12, atol=1e-12)
+
+
 def test_warm_start_must_match_b(solver: IHVPSolver) -> None:
     with pytest.raises(ValueError, match="initial must be shaped like b"):
         solver.solve(lambda v: v, (torch.ones(3),), initial=(torch.ones(4),))
