@@ -140,7 +140,7 @@ def test_bf16_mixed_precision_runs_and_moves_the_hyperparameters() -> None:
 
 def test_gradient_accumulation_counts_weight_steps_not_batches() -> None:
     callback = RecordingCallback(Identity(), every_n_steps=3)
-    model, trainer = fit_classifier(callback, max_epochs=1, accumulate_grad_batches=2)
+    _, trainer = fit_classifier(callback, max_epochs=1, accumulate_grad_batches=2)
     assert trainer.global_step == 9  # 17 batches: 8 full windows and the epoch's last batch
     assert callback.taken == 3
 
