@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 .PHONY: demo test lint
 
 demo: $(VENV)/installed
-	$(BIN)/python examples/digits_weight_decay.py
+	$(BIN)/lightning-hypergrad fit --config configs/digits_weight_decay.yaml
 
 test: $(VENV)/installed
 	$(BIN)/python -m pytest

@@ -24,8 +24,10 @@ PROGRESS_BAR_HYPERPARAMETERS = 4  # more would crowd the bar; loggers get them a
 
 
 class HypergradientCallback(Callback):
-    r"""Every ``every_n_steps`` weight steps (after ``warmup_steps``), step the hyperparameters along
-    their hypergradient (see :func:`lightning_hypergrad.hypergradient` for the formula).
+    r"""Tunes a BilevelLightningModule's hyperparameters by a hypergradient step every few weight steps.
+
+    Every ``every_n_steps`` weight steps (after ``warmup_steps``) the hyperparameters step along their
+    hypergradient (see :func:`lightning_hypergrad.hypergradient` for the formula).
 
     A hyperstep draws a validation batch from a cycling iterator over the datamodule's ``hyper_dataloader()``
     (else the module's, else ``val_dataloader()``), takes the current training batch (or a fresh one), evaluates
@@ -123,6 +125,8 @@ class HypergradientCallback(Callback):
         self._pending_state: dict[str, Any] | None = None
         self._influence_checked = False
         self._last_validation_loss: float | None = None
+        self.history: list[dict[str, float]] = []
+        """One entry per hyperstep (taken or skipped): ``step`` and the metrics logged for it."""
 
     # --- set-up and checks ------------------------------------------------------------------------------------
 
@@ -285,6 +289,7 @@ class HypergradientCallback(Callback):
             "hyper_batches_drawn": self._hyper_batches.drawn if self._hyper_batches is not None else 0,
             "train_batches_drawn": self._train_batches.drawn if self._train_batches is not None else 0,
             "warm_start_solution": self.warm_start_solution,
+            "history": self.history,
             "hyper_optimizer": self.hyper_optimizer.state_dict() if self.hyper_optimizer is not None else None,
             "hyper_lr_scheduler": self.hyper_lr_scheduler.state_dict() if self.hyper_lr_scheduler is not None else None,
         }
@@ -295,6 +300,7 @@ class HypergradientCallback(Callback):
         self.skipped = state_dict.get("skipped", 0)
         self.last_step_seen = state_dict.get("last_step_seen", -1)
         self.warm_start_solution = state_dict.get("warm_start_solution")
+        self.history = list(state_dict.get("history", []))
         self._pending_state = dict(state_dict)  # optimizer state and loader positions apply once those exist
 
     # --- helpers ----------------------------------------------------------------------------------------------
@@ -422,6 +428,7 @@ class HypergradientCallback(Callback):
             metrics["hyper/validation_loss"] = self._last_validation_loss
         metrics.update(hyperparameter_summary(self._named_hyperparameters(module)))
         _log_to_loggers(trainer, metrics)
+        self.history.append({"step": float(trainer.global_step), **metrics})
         progress = {"hyper/skipped": float(self.skipped)}
         if self._last_validation_loss is not None:
             progress["hyper/validation_loss"] = self._last_validation_loss
