@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -41,6 +42,20 @@ class HypergradCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {key: value for key, value in LightningCLI.subcommands().items() if key in ("fit", "validate", "test")}
+
+    def instantiate_classes(self) -> None:
+        # A value rejected by a constructor (say Neumann(iterations=-1)) is a configuration error: report the
+        # constructor's message and exit, instead of a traceback from inside jsonargparse.
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as error:
+            text = str(error)
+            # jsonargparse nests the constructor's message inside its union report; lead with the innermost one.
+            specific = re.findall(r"^\s*-?\s*(\w+\(\w+=.*\): .*)$", text, flags=re.MULTILINE)
+            headline = specific[0] if specific else text.splitlines()[0]
+            raise SystemExit(
+                f"lightning-hypergrad: invalid configuration: {headline}\n\nFull report:\n{text}"
+            ) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunReport, "report")
