@@ -1,6 +1,20 @@
 """Datasets and datamodules; the embedded default is scikit-learn's digits (no download)."""
 
 from lightning_hypergrad.data.digits import DigitsDataModule, split_digits
+from lightning_hypergrad.data.image_classification import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    MNISTDataModule,
+    TorchvisionDataModule,
+)
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 
-__all__ = ["DigitsDataModule", "EpochShuffleSampler", "split_digits"]
+__all__ = [
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "DigitsDataModule",
+    "EpochShuffleSampler",
+    "MNISTDataModule",
+    "TorchvisionDataModule",
+    "split_digits",
+]
