@@ -23,3 +23,10 @@ def check_positive(owner: str, name: str, value: object) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{owner}({name}={value!r}): {name} must be a finite number > 0, got {value}.")
     return float(value)
+
+
+def check_non_negative(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is finite and >= 0, else raise naming the value and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}={value!r}: {name} must be a finite number >= 0.")
+    return float(value)

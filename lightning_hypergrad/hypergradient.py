@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from lightning_hypergrad.checks import check_non_negative, check_positive
 from lightning_hypergrad.solvers import vectors
 from lightning_hypergrad.solvers.base import IHVPSolver, SolveResult
 from lightning_hypergrad.solvers.neumann import Neumann
@@ -45,6 +46,8 @@ def hypergradient(
     solver: IHVPSolver | None = None,
     *,
     damping: float = 0.0,
+    loss_scale: float = 1.0,
+    average: Callable[[Sequence[Tensor]], Sequence[Tensor]] | None = None,
 ) -> tuple[Tensor, ...]:
     r"""The hypergradient ``dL_V/dλ`` at the current weights, by the implicit function theorem.
 
@@ -72,6 +75,14 @@ def hypergradient(
         damping: μ ``>= 0``; the solve uses ``H + μI`` in place of H (Tikhonov damping), which biases the
             hypergradient towards the one-step ``Identity(1/μ)`` answer but keeps the system positive definite
             where H has small negative eigenvalues (non-convex networks). 0 means the plain IFT formula.
+        loss_scale: S ``> 0``; both losses are multiplied by S before differentiating and every product is
+            divided by S afterwards (in float32 or wider). The result is unchanged in exact arithmetic; under
+            float16 autocast a large S (the GradScaler's scale) keeps small gradients from flushing to zero. An
+            overflow shows up as a non-finite result (the solver reports divergence).
+        average: a function averaging a vector across processes (e.g. an all-reduce mean). When given, the
+            validation gradient with the direct term, every Hessian-vector product and the mixed term are
+            averaged, so every process solves the same system with the global-batch Hessian (for equal local
+            batch sizes, exactly the single-process answer on the concatenated batches). ``None``: local only.
 
     Returns:
         One detached tensor per hyperparameter with its shape and dtype; exact zeros where a hyperparameter
@@ -90,7 +101,9 @@ def hypergradient(
         >>> hypergradient(train_loss, val_loss, [w], [decay], Exact())        # dL_V/dλ = 2(w − 3) · dw/dλ = −4 · −½
         (tensor([2.], dtype=torch.float64),)
     """
-    result = hypergradient_with_solve(train_loss, val_loss, params, hparams, solver, damping=damping)
+    result = hypergradient_with_solve(
+        train_loss, val_loss, params, hparams, solver, damping=damping, loss_scale=loss_scale, average=average
+    )
     if not result.solve.converged:
         warnings.warn(
             f"The inverse-Hessian solve failed ({result.solve.status.value}, residual norm "
@@ -110,6 +123,8 @@ def hypergradient_with_solve(
     solver: IHVPSolver | None = None,
     *,
     damping: float = 0.0,
+    loss_scale: float = 1.0,
+    average: Callable[[Sequence[Tensor]], Sequence[Tensor]] | None = None,
     initial: Sequence[Tensor] | None = None,
 ) -> HypergradientResult:
     """:func:`hypergradient`, also returning the solve's diagnostics; it never warns.
@@ -121,30 +136,34 @@ def hypergradient_with_solve(
     A failed solve (``result.solve.converged`` false) contributes a zero implicit term.
     """
     params, hparams = _check_inputs(train_loss, val_loss, params, hparams, solver)
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < float("inf"):
-        raise ValueError(f"damping={damping!r}: damping must be a finite number >= 0.")
+    damping = check_non_negative("damping", damping)
+    loss_scale = check_positive("hypergradient", "loss_scale", loss_scale)
     solver = Neumann() if solver is None else solver
+    unscale = 1.0 / loss_scale
 
-    # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass.
-    validation_gradients = _gradients(val_loss, params + hparams)
+    def reduce(vector: Sequence[Tensor]) -> Vector:
+        return tuple(average(vector)) if average is not None else tuple(vector)
+
+    # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass (and one average).
+    validation_gradients = reduce(vectors.scale(_gradients(val_loss * loss_scale, params + hparams), unscale))
     validation_gradient = validation_gradients[: len(params)]
     direct = validation_gradients[len(params) :]
 
-    # g = ∂L_T/∂w with its own graph, built once: the Hessian and mixed products below all differentiate it.
-    train_gradient = _gradients(train_loss, params, create_graph=True)
+    # g = S ∂L_T/∂w with its own graph, built once: the Hessian and mixed products below all differentiate it.
+    train_gradient = _gradients(train_loss * loss_scale, params, create_graph=True)
     differentiable = [index for index, part in enumerate(train_gradient) if part.requires_grad]
     gradient_outputs = [train_gradient[index] for index in differentiable]
-    train_gradient_norm = vectors.norm([part.detach() for part in train_gradient])
+    train_gradient_norm = vectors.norm([part.detach() for part in train_gradient]) * unscale
 
     def vector_product(vector: Sequence[Tensor], inputs: Vector) -> Vector:
-        """∂(gᵀv)/∂inputs by one reverse pass through g's graph (zeros where g does not depend on an input)."""
+        """∂(gᵀv)/∂inputs / S by one reverse pass through g's graph, averaged across processes if asked."""
         if not gradient_outputs:
-            return vectors.zeros_like(inputs)
+            return reduce(vectors.zeros_like(inputs))
         grad_outputs = [vector[index].to(train_gradient[index].dtype) for index in differentiable]
         products = torch.autograd.grad(
             gradient_outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True, materialize_grads=True
         )
-        return tuple(product.detach() for product in products)
+        return reduce(vectors.scale(vectors.to_working(products), unscale))
 
     def hessian_vector_product(vector: Vector) -> Vector:
         product = vector_product(vector, params)
@@ -155,7 +174,7 @@ def hypergradient_with_solve(
 
     # dL_V/dλ = ∂L_V/∂λ − (∂²L_T/∂w∂λ)ᵀ x, the mixed term being ∂(gᵀx)/∂λ.
     if solve.converged:
-        mixed = vectors.to_working(vector_product(solve.solution, hparams))
+        mixed = vector_product(solve.solution, hparams)
     else:
         mixed = vectors.zeros_like(direct)
     hypergradients = tuple(

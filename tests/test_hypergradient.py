@@ -317,3 +317,61 @@ def test_a_tensor_cannot_be_both_weight_and_hyperparameter(ridge: RidgeProblem) 
     train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
     with pytest.raises(ValueError, match=r"hparams\[1\] also appear in params"):
         hypergradient(train_loss, val_loss, [weights], [log_decay, weights], Identity())
+
+
+@pytest.mark.parametrize("loss_scale", [2.0**-8, 2.0**10, 3.7])
+def test_loss_scaling_leaves_the_hypergradient_unchanged(ridge: RidgeProblem, loss_scale: float) -> None:
+    train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
+    (result,) = hypergradient(train_loss, val_loss, [weights], [log_decay], Exact(), loss_scale=loss_scale)
+    assert relative_error(result, ridge.exact_hypergradient()) <= 1e-10
+
+
+def half_precision_regression(scale: float, compute: torch.dtype):
+    """float32 parameters computed in ``compute`` precision (as under autocast), with a tiny validation loss."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(32, 4, generator=generator)
+    targets = inputs @ torch.randn(4, generator=generator)
+    val_inputs = torch.randn(16, 4, generator=generator)
+    val_targets = val_inputs @ torch.randn(4, generator=generator)
+    weights = torch.randn(4, generator=generator).requires_grad_(True)
+    log_decay = torch.full((4,), -1.0, requires_grad=True)
+    low = weights.to(compute)
+    train_loss = (inputs.to(compute) @ low - targets.to(compute)).pow(2).float().mean() + (
+        log_decay.exp() * weights**2
+    ).sum()
+    # 1e-8 · loss: its gradients (~1e-8) lie below float16's smallest subnormal (6e-8) and flush to zero.
+    val_loss = 1e-8 * (val_inputs.to(compute) @ low - val_targets.to(compute)).pow(2).float().mean()
+    return hypergradient_with_solve(train_loss, val_loss, [weights], [log_decay], Neumann(10, 0.05), loss_scale=scale)
+
+
+def test_loss_scaling_rescues_float16_gradients_from_underflow() -> None:
+    reference = half_precision_regression(1.0, torch.float32).hypergradients[0]
+    assert float(reference.abs().max()) > 1e-8
+    unscaled = half_precision_regression(1.0, torch.float16).hypergradients[0]
+    assert torch.equal(unscaled, torch.zeros(4))  # everything underflowed
+    scaled = half_precision_regression(2.0**16, torch.float16).hypergradients[0]
+    assert float(torch.nn.functional.cosine_similarity(scaled, reference, dim=0)) > 0.99
+
+
+def test_a_loss_scale_that_overflows_is_reported_not_applied() -> None:
+    result = half_precision_regression(2.0**24, torch.float16)
+    assert not result.solve.converged
+    assert all(torch.isfinite(part).all() for part in result.solve.solution)
+
+
+def test_average_is_applied_to_every_exchanged_vector(ridge: RidgeProblem) -> None:
+    calls = []
+
+    def average(vector):
+        calls.append([tuple(part.shape) for part in vector])
+        return vector
+
+    train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
+    features = ridge.features
+    solver = Neumann(iterations=4, alpha="auto", lanczos_steps=3)
+    result = hypergradient_with_solve(train_loss, val_loss, [weights], [log_decay], solver, average=average)
+    # validation gradient with direct term, 3 + 4 Hessian-vector products, the mixed term: K + 2 exchanges (+ Lanczos)
+    assert calls == [[(features,), (features,)]] + [[(features,)]] * 7 + [[(features,)]]
+    train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
+    unaveraged = hypergradient_with_solve(train_loss, val_loss, [weights], [log_decay], solver)
+    torch.testing.assert_close(result.hypergradients[0], unaveraged.hypergradients[0], rtol=1e-12, atol=0)

@@ -33,10 +33,12 @@ class Neumann(IHVPSolver):
     H is positive definite there and ``0 < α < 2/λ_max(H)``. Truncated early it is the implicit counterpart of
     differentiating through K steps of gradient descent with learning rate α.
 
-    ``alpha="auto"`` picks ``α = 1/λ̂`` where ``λ̂ = ‖H v‖`` after ``power_iterations`` steps of power
-    iteration started from ``b`` (those products are counted in ``hvp_count``). ``λ̂`` never exceeds the
-    largest |eigenvalue| excited by ``b``, and within a few steps exceeds half of it, which keeps ``αλ_max < 2``.
-    Starting from ``b`` is deliberate: only the directions present in ``b`` enter the series.
+    ``alpha="auto"`` picks ``α = 1/θ`` where θ is the largest Ritz value after ``lanczos_steps`` Lanczos steps
+    started from ``b`` (see :func:`extreme_eigenvalues`; those products are counted in ``hvp_count``). Lanczos
+    is power iteration with the Rayleigh–Ritz refinement over all the vectors it has seen, at the same cost of
+    one product per step and O(P) memory; θ never exceeds λ_max and approaches it far faster than a power
+    iterate does, keeping ``αλ_max`` in ``[1, 2)``. Starting from ``b`` is deliberate: only the directions
+    present in ``b`` enter the series. Should θ still fall below ``λ_max/2``, the overshoot test below reports it.
 
     Divergence is detected after the loop, without a host sync per term. The solve reports
     ``status=DIVERGED``, ``converged=False`` and a zero solution when
@@ -56,8 +58,8 @@ class Neumann(IHVPSolver):
 
     Args:
         iterations: K, the number of Hessian-vector products (series terms after the first), ``>= 1``.
-        alpha: the step α ``> 0``, or ``"auto"`` to estimate it by power iteration on every solve.
-        power_iterations: products spent estimating ``λ_max`` when ``alpha="auto"``, ``>= 1``.
+        alpha: the step α ``> 0``, or ``"auto"`` to estimate ``1/λ_max`` by Lanczos on every solve.
+        lanczos_steps: products spent estimating ``λ_max`` when ``alpha="auto"``, ``>= 1``.
         max_growth: the largest tolerated ratio ``‖(I − αH)^K b‖ / ‖b‖``, ``> 0``.
 
     Example:
@@ -78,7 +80,7 @@ class Neumann(IHVPSolver):
         self,
         iterations: int = 20,
         alpha: float | Literal["auto"] = "auto",
-        power_iterations: int = 10,
+        lanczos_steps: int = 10,
         max_growth: float = 10.0,
     ) -> None:
         self.iterations = check_count("Neumann", "iterations", iterations, minimum=1)
@@ -88,7 +90,7 @@ class Neumann(IHVPSolver):
             raise ValueError(f"Neumann(alpha={alpha!r}): alpha must be a finite number > 0 or the string 'auto'.")
         else:
             self.alpha = check_positive("Neumann", "alpha", alpha)
-        self.power_iterations = check_count("Neumann", "power_iterations", power_iterations, minimum=1)
+        self.lanczos_steps = check_count("Neumann", "lanczos_steps", lanczos_steps, minimum=1)
         self.max_growth = check_positive("Neumann", "max_growth", max_growth)
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
@@ -98,8 +100,8 @@ class Neumann(IHVPSolver):
 
         degenerate = torch.zeros((), dtype=torch.bool, device=initial_residual_norm.device)
         if self.alpha == "auto":
-            largest = largest_eigenvalue_magnitude(hvp, residual, self.power_iterations)
-            hvp_count += self.power_iterations
+            largest = extreme_eigenvalues(hvp, residual, self.lanczos_steps)[1]
+            hvp_count += self.lanczos_steps
             tiny = torch.finfo(largest.dtype).tiny
             # H vanishes along a nonzero b: the system is singular there and no step size makes the series converge.
             degenerate = (largest <= tiny) & (initial_residual_norm > 0)
@@ -135,18 +137,34 @@ class Neumann(IHVPSolver):
         )
 
 
-def largest_eigenvalue_magnitude(hvp: HVP, start: Sequence[Tensor], iterations: int) -> Tensor:
-    """Power iteration from ``start``: returns ``‖H v‖`` for the last unit iterate v, a 0-dim tensor.
+def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[Tensor, Tensor]:
+    """Estimates of H's smallest and largest eigenvalues along ``start``, by ``steps`` Lanczos steps.
 
-    For any unit v, ``‖H v‖`` is at most the largest |eigenvalue| of H (restricted to the directions
-    present in ``start``) and approaches it as the iterate aligns with the top eigenvector.
+    The Lanczos recurrence ``β_{j+1} q_{j+1} = H q_j − α_j q_j − β_j q_{j−1}`` builds an orthonormal basis of
+    the Krylov space ``span{b, Hb, …, H^{k−1}b}`` in which H is the tridiagonal ``T`` of the α's and β's; the
+    extreme eigenvalues of ``T`` (Ritz values) lie inside H's spectrum and converge to its extremes. Only
+    three vectors are kept (no reorthogonalisation: lost orthogonality only repeats converged Ritz values).
+    Returns two 0-dim tensors on the vectors' device; nothing waits for the host.
     """
-    direction = tuple(start)
-    estimate = vectors.norm(direction)
-    for _ in range(iterations):
-        tiny = torch.finfo(estimate.dtype).tiny
-        direction = vectors.scale(direction, 1.0 / estimate.clamp_min(tiny))
-        product = apply_hvp(hvp, direction)
-        estimate = vectors.norm(product)
-        direction = product
-    return estimate
+    start = tuple(start)
+    norm = vectors.norm(start)
+    tiny = torch.finfo(norm.dtype).tiny
+    current = vectors.scale(start, 1.0 / norm.clamp_min(tiny))
+    previous = vectors.zeros_like(current)
+    beta = torch.zeros_like(norm)
+    diagonal, off_diagonal = [], []
+    for _ in range(steps):
+        product = vectors.add_scaled(apply_hvp(hvp, current), -beta, previous)
+        alpha = vectors.dot(product, current)
+        product = vectors.add_scaled(product, -alpha, current)
+        beta = vectors.norm(product)
+        diagonal.append(alpha)
+        off_diagonal.append(beta)
+        # An invariant subspace (β = 0) ends the recurrence; later steps then add exact zeros to T.
+        previous, current = current, vectors.scale(product, 1.0 / beta.clamp_min(tiny))
+    tridiagonal = torch.diag(torch.stack(diagonal))
+    if steps > 1:
+        couplings = torch.stack(off_diagonal[:-1])
+        tridiagonal = tridiagonal + torch.diag(couplings, 1) + torch.diag(couplings, -1)
+    ritz_values = torch.linalg.eigvalsh(tridiagonal)
+    return ritz_values[0], ritz_values[-1]

@@ -20,7 +20,7 @@ from tests.helpers import symmetric_matrix
 
 SOLVERS = {
     "neumann": lambda: Neumann(iterations=5, alpha=1.0),
-    "neumann-auto": lambda: Neumann(iterations=5, alpha="auto", power_iterations=3),
+    "neumann-auto": lambda: Neumann(iterations=5, alpha="auto", lanczos_steps=3),
     "conjugate-gradient": lambda: ConjugateGradient(iterations=5, rtol=1e-10),
     "identity": lambda: Identity(alpha=1.0),
     "exact": lambda: Exact(),
@@ -136,7 +136,7 @@ def test_repr_shows_the_configuration(solver: IHVPSolver) -> None:
             lambda: Neumann(alpha="fast"),
             r"Neumann\(alpha='fast'\): alpha must be a finite number > 0 or the string 'auto'",
         ),
-        (lambda: Neumann(power_iterations=0), r"power_iterations must be an integer >= 1, got 0"),
+        (lambda: Neumann(lanczos_steps=0), r"lanczos_steps must be an integer >= 1, got 0"),
         (lambda: Neumann(max_growth=0.0), r"Neumann\(max_growth=0.0\): max_growth must be a finite number > 0"),
         (
             lambda: ConjugateGradient(iterations=0),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_hypergrad.solvers import Neumann, SolveStatus
-from lightning_hypergrad.solvers.neumann import largest_eigenvalue_magnitude
+from lightning_hypergrad.solvers.neumann import extreme_eigenvalues
 from tests.helpers import symmetric_matrix
 
 EIGENVALUES = torch.tensor([0.3, 0.7, 1.1, 2.0, 4.0, 5.0])
@@ -95,26 +95,47 @@ def test_mild_negative_curvature_keeps_the_unrolled_truncated_series() -> None:
     torch.testing.assert_close(result.solution[0], truncated_series(hessian, b, 15, 0.3), rtol=1e-12, atol=1e-12)
 
 
-def test_auto_alpha_uses_a_power_iteration_estimate_and_converges() -> None:
+def test_auto_alpha_uses_a_lanczos_estimate_and_converges() -> None:
     hessian, b = system()
-    solver = Neumann(iterations=200, alpha="auto", power_iterations=12)
+    solver = Neumann(iterations=200, alpha="auto", lanczos_steps=4)
     result = solver.solve(lambda v: (hessian @ v[0],), (b,))
     lambda_max = float(EIGENVALUES.max())
     assert result.converged
-    assert result.hvp_count == 200 + 12
-    assert result.alpha is not None and 0 < result.alpha * lambda_max < 2
-    # The estimate approaches λ_max from below, so 1/α ends up close to it.
-    assert 0.9 * lambda_max <= 1 / result.alpha <= lambda_max * (1 + 1e-12)
+    assert result.hvp_count == 200 + 4
+    # The Ritz value approaches λ_max from below: αλ_max lands in [1, 2).
+    assert result.alpha is not None and 1 <= result.alpha * lambda_max < 2
+    assert 1 / result.alpha >= 0.9 * lambda_max
     torch.testing.assert_close(
         result.solution[0], truncated_series(hessian, b, 200, result.alpha), rtol=1e-12, atol=1e-12
     )
 
 
-def test_power_iteration_bounds_the_spectrum_from_below() -> None:
+def test_lanczos_ritz_values_lie_inside_the_spectrum_and_reach_its_ends() -> None:
     hessian, b = system()
-    estimates = [float(largest_eigenvalue_magnitude(lambda v: (hessian @ v[0],), (b,), steps)) for steps in [1, 3, 80]]
-    assert all(estimate <= 5.0 * (1 + 1e-12) for estimate in estimates)
-    assert abs(estimates[-1] - 5.0) < 1e-6
+    lowest = float(EIGENVALUES.min())  # 0.3 as stored in float32
+    for steps in range(1, 7):
+        smallest, largest = extreme_eigenvalues(lambda v: (hessian @ v[0],), (b,), steps)
+        assert lowest - 1e-12 <= float(smallest) <= float(largest) <= 5.0 + 1e-12
+    # six steps span the whole 6-dimensional space: the Ritz values are the eigenvalues
+    assert abs(float(smallest) - lowest) < 1e-10 and abs(float(largest) - 5.0) < 1e-10
+
+
+def test_lanczos_beats_power_iteration_where_b_barely_excites_the_top() -> None:
+    # b's component along the top eigenvector is 1e-3: three power steps stay far below λ_max, Lanczos does not.
+    hessian = torch.diag(torch.tensor([1.0, 1.2, 1.5, 1.8, 4.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 1.0, 1.0, 1.0, 1e-3], dtype=torch.float64)
+    power = b.clone()
+    for _ in range(3):
+        power = hessian @ power / torch.linalg.vector_norm(power)
+    power_estimate = float(torch.linalg.vector_norm(power))
+    lanczos_estimate = float(extreme_eigenvalues(lambda v: (hessian @ v[0],), (b,), 4)[1])
+    assert power_estimate < 2.0 < lanczos_estimate <= 4.0 + 1e-12
+
+
+def test_negative_curvature_shows_in_the_smallest_ritz_value() -> None:
+    hessian = symmetric_matrix(5, torch.tensor([-0.5, 0.5, 1.0, 2.0, 3.0]))
+    smallest, largest = extreme_eigenvalues(lambda v: (hessian @ v[0],), (torch.ones(5, dtype=torch.float64),), 5)
+    assert abs(float(smallest) + 0.5) < 1e-10 and abs(float(largest) - 3.0) < 1e-10
 
 
 def test_auto_alpha_refuses_a_hessian_that_vanishes_along_b() -> None:
