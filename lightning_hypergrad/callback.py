@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -10,9 +9,12 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.hooks import DataHooks
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from lightning_hypergrad import distributed
 from lightning_hypergrad.checks import check_count, check_positive
 from lightning_hypergrad.data.cycling import CyclingLoader
 from lightning_hypergrad.hypergradient import HypergradientResult, HypergradientWarning, hypergradient_with_solve
@@ -53,6 +55,14 @@ class HypergradientCallback(Callback):
         warm_start: start each solve from the previous hyperstep's solution.
         alpha_from_learning_rate: give the solver's ``alpha`` the weight optimizer's current learning rate on
             every hyperstep (Neumann's series then mirrors unrolled gradient descent with that step).
+        sync: with several processes (DDP), ``"hvp"`` averages the validation gradient and every
+            Hessian-vector product across processes, so all solve the same system with the global-batch Hessian
+            (exact: equals one process on the concatenated batches; K+2 all-reduces of weight size per hyperstep).
+            ``"hypergradient"`` solves with each process's local batch and averages only the final
+            hypergradients (one all-reduce of hyperparameter size; biased, since a mean of inverses is not the
+            inverse of the mean). Either way every process applies the same step.
+        check_sync: after every hyperstep verify (one small all-reduce) that all processes hold identical
+            hyperparameters, raising if not; a debugging aid.
 
     Skipped hypersteps: a failed solve (``converged=False``) or a non-finite hypergradient is never applied;
     it is counted (``hyper/skipped``) and reported with a :class:`HypergradientWarning`.
@@ -76,6 +86,8 @@ class HypergradientCallback(Callback):
         damping: float = 0.0,
         warm_start: bool = False,
         alpha_from_learning_rate: bool = False,
+        sync: Literal["hvp", "hypergradient"] = "hvp",
+        check_sync: bool = False,
     ) -> None:
         super().__init__()
         if solver is not None and not isinstance(solver, IHVPSolver):
@@ -113,6 +125,11 @@ class HypergradientCallback(Callback):
                 f"(Neumann or Identity); got {self.solver!r}."
             )
         self.alpha_from_learning_rate = bool(alpha_from_learning_rate)
+        if sync not in ("hvp", "hypergradient"):
+            raise ValueError(f"HypergradientCallback(sync={sync!r}): allowed values are 'hvp' and 'hypergradient'.")
+        self.sync = sync
+        self.check_sync = bool(check_sync)
+        self.last_applied_hypergradients: list[Tensor] | None = None
 
         self.hyper_optimizer: torch.optim.Optimizer | None = None
         self.hyper_lr_scheduler: Any = None
@@ -147,6 +164,10 @@ class HypergradientCallback(Callback):
             )
         _check_manual_optimization(pl_module)
         self._check_hyperparameters(pl_module)
+        if isinstance(trainer.strategy, DDPStrategy):
+            # Hyperparameters get no gradient from the weights' backward; DDP must not wait for one.
+            names = [name for name, _ in self._named_hyperparameters(pl_module)]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(pl_module, names)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         module = self._bilevel(pl_module)
@@ -165,6 +186,7 @@ class HypergradientCallback(Callback):
                     f"Hyperparameters {shared} are also in the weights' optimizer {index} "
                     f"({type(optimizer).__name__}); build it from self.weight_parameters() in configure_optimizers."
                 )
+        distributed.broadcast_(hyperparameters)  # DDP does not broadcast the parameters it ignores
         factory = self.hyper_optimizer_factory
         self.hyper_optimizer = (
             factory(hyperparameters)
@@ -177,9 +199,12 @@ class HypergradientCallback(Callback):
             self._restore_optimizer_state(self._pending_state, module)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._hyper_batches = CyclingLoader(self._hyper_loader(trainer, pl_module))
+        shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+        self._hyper_batches = CyclingLoader(distributed.shard_loader(self._hyper_loader(trainer, pl_module), **shard))
         if self.train_batch == "fresh":
-            self._train_batches = CyclingLoader(self._train_loader(trainer, pl_module))
+            self._train_batches = CyclingLoader(
+                distributed.shard_loader(self._train_loader(trainer, pl_module), **shard)
+            )
         if self._pending_state is not None:
             self._hyper_batches.skip_to(self._pending_state.get("hyper_batches_drawn", 0))
             if self._train_batches is not None:
@@ -210,25 +235,33 @@ class HypergradientCallback(Callback):
         hyperparameters = list(module.hyperparameters())
 
         hypergradients = list(result.hypergradients)
+        failed = not result.solve.converged
+        if distributed.world_size() > 1 and self.sync == "hypergradient":
+            # One all-reduce: the mean hypergradient, and whether any process failed (then all skip together).
+            flag = torch.ones(1, device=hypergradients[0].device) * float(failed)
+            *hypergradients, failures = distributed.all_reduce_mean([*hypergradients, flag])
+            failed = bool(failures.item() > 0)
         norm = vectors.norm(hypergradients)
         reason = None
-        if not result.solve.converged:
+        if failed:
             reason = f"the solve failed ({result.solve.status.value}, residual {float(result.solve.residual_norm):.3g})"
+            if result.solve.converged:
+                reason = "the solve failed on another process"
         elif not bool(torch.isfinite(norm)):
             reason = "the hypergradient is not finite"
         if reason is not None:
             self.skipped += 1
-            warnings.warn(
+            rank_zero_warn(
                 f"Skipped the hyperstep at step {trainer.global_step}: {reason}. Hyperparameters are unchanged "
                 f"({self.skipped} skipped so far). With Neumann, lower alpha or use alpha='auto'; consider damping.",
-                HypergradientWarning,
-                stacklevel=2,
+                category=HypergradientWarning,
             )
             self._log(trainer, module, result, norm, applied=False)
             return False
 
         if self.max_hypergradient_norm is not None and float(norm) > self.max_hypergradient_norm:
             hypergradients = list(vectors.scale(hypergradients, self.max_hypergradient_norm / float(norm)))
+        self.last_applied_hypergradients = [gradient.detach().clone() for gradient in hypergradients]
         for parameter, gradient in zip(hyperparameters, hypergradients):
             parameter.grad = gradient.to(parameter.dtype)
         self.hyper_optimizer.step()
@@ -237,6 +270,11 @@ class HypergradientCallback(Callback):
             self.hyper_lr_scheduler.step()
         with torch.no_grad():
             module.project_hyperparameters()
+        if self.check_sync and not distributed.identical_across_processes(hyperparameters):
+            raise RuntimeError(
+                f"Hyperparameters differ across processes after the hyperstep at step {trainer.global_step}; "
+                "something outside the callback changed them on some processes only."
+            )
         if self.warm_start:
             self.warm_start_solution = [part.detach().clone() for part in result.solve.solution]
         self.taken += 1
@@ -271,6 +309,8 @@ class HypergradientCallback(Callback):
                 hyperparameters,
                 self._solver_for(trainer),
                 damping=self.damping,
+                loss_scale=_loss_scale(trainer),
+                average=distributed.all_reduce_mean if distributed.world_size() > 1 and self.sync == "hvp" else None,
                 initial=self.warm_start_solution if self.warm_start else None,
             )
         finally:
@@ -375,11 +415,10 @@ class HypergradientCallback(Callback):
             name for (name, _), gradient in zip(self._named_hyperparameters(module), gradients) if gradient is None
         ]
         if names:
-            warnings.warn(
+            rank_zero_warn(
                 f"Hyperparameters {names} do not influence {type(module).__name__}.training_loss, so the implicit "
                 "hypergradient cannot move them (only a direct term from validation_loss can).",
-                HypergradientWarning,
-                stacklevel=3,
+                category=HypergradientWarning,
             )
 
     def _hyper_loader(self, trainer: Trainer, pl_module: LightningModule) -> Iterable[Any]:
@@ -455,6 +494,14 @@ def hyperparameter_summary(named: list[tuple[str, nn.Parameter]]) -> dict[str, f
 def _log_to_loggers(trainer: Trainer, metrics: dict[str, float]) -> None:
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def _loss_scale(trainer: Trainer) -> float:
+    """The weights' current AMP loss scale under ``16-mixed`` (keeps float16 products from underflowing), else 1."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    if scaler is not None and scaler.is_enabled():
+        return float(scaler.get_scale())
+    return 1.0
 
 
 def _check_manual_optimization(module: BilevelLightningModule) -> None:

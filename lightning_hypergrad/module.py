@@ -113,12 +113,12 @@ class BilevelLightningModule(LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self.validation_loss(batch)
-        self.log("validation_loss", loss, prog_bar=True)
+        self.log("validation_loss", loss, prog_bar=True, sync_dist=True)
         return loss
 
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self.validation_loss(batch)
-        self.log("test_loss", loss)
+        self.log("test_loss", loss, sync_dist=True)
         return loss
 
     def _completes_accumulation(self, batch_idx: int) -> bool:

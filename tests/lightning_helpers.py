@@ -93,3 +93,35 @@ class TinyBilevel(BilevelLightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         parameters = list(self.parameters()) if self.break_with == "shared_optimizer" else self.weight_parameters()
         return torch.optim.SGD(parameters, lr=0.1)
+
+
+class SavingCallback(HypergradientCallback):
+    """Writes each process's first hyperstep and final state to ``directory`` (for multi-process tests)."""
+
+    def __init__(self, directory: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.directory = directory
+
+    def compute_hypergradient(self, trainer, module, train_batch, validation_batch):
+        state = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+        result = super().compute_hypergradient(trainer, module, train_batch, validation_batch)
+        if self.taken + self.skipped == 0:
+            self._first = {
+                "state": state,
+                "train_batch": train_batch,
+                "validation_batch": validation_batch,
+                "hypergradients": result.hypergradients,
+            }
+        return result
+
+    def hyperstep(self, trainer, module, batch):
+        first = self.taken + self.skipped == 0
+        applied = super().hyperstep(trainer, module, batch)
+        if first:
+            self._first["applied"] = self.last_applied_hypergradients
+            torch.save(self._first, f"{self.directory}/first_rank{trainer.global_rank}.pt")
+        return applied
+
+    def on_train_end(self, trainer, pl_module):
+        final = {"state": pl_module.state_dict(), "taken": self.taken, "skipped": self.skipped}
+        torch.save(final, f"{self.directory}/final_rank{trainer.global_rank}.pt")

@@ -83,7 +83,7 @@ class WeightDecayClassifier(BilevelLightningModule):
         logits = self(inputs)
         loss = nn.functional.cross_entropy(logits, targets)
         self.validation_accuracy(logits, targets)
-        self.log("validation_loss", loss, prog_bar=True)
+        self.log("validation_loss", loss, prog_bar=True, sync_dist=True)
         self.log("validation_accuracy", self.validation_accuracy, prog_bar=True)
         return loss
 
@@ -92,6 +92,6 @@ class WeightDecayClassifier(BilevelLightningModule):
         logits = self(inputs)
         loss = nn.functional.cross_entropy(logits, targets)
         self.test_accuracy(logits, targets)
-        self.log("test_loss", loss)
+        self.log("test_loss", loss, sync_dist=True)
         self.log("test_accuracy", self.test_accuracy)
         return loss
