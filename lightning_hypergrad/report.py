@@ -61,6 +61,8 @@ class RunReport(Callback):
         """Write summary.json (and plots) to the run's log directory, print the table; returns the summary."""
         hyper = next((c for c in trainer.callbacks if isinstance(c, HypergradientCallback)), None)
         summary = build_summary(module, split_metrics, hyper, trainer.global_step, self.wall_time_seconds)
+        if not trainer.is_global_zero:  # every process computed the same summary; one writes it
+            return summary
         directory = Path(trainer.log_dir or trainer.default_root_dir)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -72,8 +74,7 @@ class RunReport(Callback):
             plot_validation_loss(self.validation_losses, hyperstep_losses, directory / "validation_loss.png")
             if history:
                 plot_hyperparameters(history, directory / "hyperparameters.png")
-        if trainer.is_global_zero:
-            print_summary(summary, directory)
+        print_summary(summary, directory)
         return summary
 
 

@@ -176,3 +176,23 @@ def test_sharded_strategies_are_refused_at_setup(strategy) -> None:
     name = type(strategy).__name__
     with pytest.raises(ValueError, match=rf"does not support the {name} strategy.*Supported strategies: single device"):
         HypergradientCallback().setup(trainer, small_classifier(), "fit")
+
+
+def test_plain_ddp_script_keeps_replicas_identical() -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "ddp_digits.py"
+    completed = subprocess.run(
+        [sys.executable, str(script), "--max-steps", "60", "--sync", "hypergradient"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    lines = re.findall(r"rank (\d): hypersteps taken (\d+), skipped (\d+), .* fingerprint (\S+)", completed.stdout)
+    assert sorted(line[0] for line in lines) == ["0", "1"]
+    assert len({line[1:] for line in lines}) == 1  # same counts and same fingerprint on both processes
+    assert lines[0][1] == "2"
