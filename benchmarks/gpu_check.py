@@ -20,7 +20,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 from lightning_hypergrad import HypergradientCallback
 from lightning_hypergrad.data import DigitsDataModule
-from lightning_hypergrad.models import MLP
+from lightning_hypergrad.models import MLPClassifier
 from lightning_hypergrad.solvers import Neumann
 from lightning_hypergrad.tasks import WeightDecayClassifier
 
@@ -56,7 +56,9 @@ def plugin_for(precision: str, device: str):
 
 def run(precision: str, accelerator: str, epochs: int) -> dict[str, float]:
     L.seed_everything(0, verbose=False)
-    model = WeightDecayClassifier(network=MLP(hidden=(1024, 1024)), decay_granularity="per_weight", initial_decay=1e-3)
+    model = WeightDecayClassifier(
+        network=MLPClassifier(hidden=(1024, 1024)), decay_granularity="per_weight", initial_decay=1e-3
+    )
     callback = TimedCallback(Neumann(iterations=20), every_n_steps=5, warmup_steps=50)
     data = DigitsDataModule(batch_size=64)
     trainer = L.Trainer(

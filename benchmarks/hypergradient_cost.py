@@ -19,7 +19,7 @@ import torch
 
 from lightning_hypergrad import hypergradient_with_solve
 from lightning_hypergrad.data import split_digits
-from lightning_hypergrad.models import MLP
+from lightning_hypergrad.models import MLPClassifier
 from lightning_hypergrad.solvers import ConjugateGradient, Identity, Neumann
 from lightning_hypergrad.tasks import WeightDecayClassifier
 
@@ -31,7 +31,7 @@ def main() -> None:
     arguments = parser.parse_args()
     device = torch.device(arguments.device)
     L.seed_everything(0, verbose=False)
-    model = WeightDecayClassifier(network=MLP(hidden=(128,)), decay_granularity="per_weight").to(device)
+    model = WeightDecayClassifier(network=MLPClassifier(hidden=(128,)), decay_granularity="per_weight").to(device)
     split = split_digits()
     train_batch = (split.train_inputs[:64].to(device), split.train_targets[:64].to(device))
     validation_batch = (split.val_inputs[:64].to(device), split.val_targets[:64].to(device))

@@ -16,7 +16,7 @@ import torch
 
 from lightning_hypergrad import hypergradient_with_solve
 from lightning_hypergrad.data import DigitsDataModule
-from lightning_hypergrad.models import MLP
+from lightning_hypergrad.models import MLPClassifier
 from lightning_hypergrad.solvers import ConjugateGradient, Exact, Identity, Neumann
 from lightning_hypergrad.solvers.neumann import extreme_eigenvalues
 from lightning_hypergrad.tasks import WeightDecayClassifier
@@ -24,7 +24,9 @@ from lightning_hypergrad.tasks import WeightDecayClassifier
 
 def trained(hidden: tuple[int, ...]) -> tuple[WeightDecayClassifier, DigitsDataModule]:
     L.seed_everything(0, verbose=False)
-    model = WeightDecayClassifier(network=MLP(hidden=hidden), decay_granularity="per_tensor", initial_decay=1e-2)
+    model = WeightDecayClassifier(
+        network=MLPClassifier(hidden=hidden), decay_granularity="per_tensor", initial_decay=1e-2
+    )
     data = DigitsDataModule(batch_size=64)
     trainer = L.Trainer(
         max_epochs=60,

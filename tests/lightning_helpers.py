@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from lightning_hypergrad import BilevelLightningModule, HypergradientCallback
 from lightning_hypergrad.data import DigitsDataModule
-from lightning_hypergrad.models import MLP
+from lightning_hypergrad.models import MLPClassifier
 from lightning_hypergrad.tasks import WeightDecayClassifier
 
 
@@ -31,7 +31,11 @@ def make_trainer(callbacks: list[L.Callback] | None = None, **overrides: Any) ->
 
 
 def small_classifier(**overrides: Any) -> WeightDecayClassifier:
-    options: dict[str, Any] = {"network": MLP(hidden=(32,)), "decay_granularity": "global", "initial_decay": 1e-2}
+    options: dict[str, Any] = {
+        "network": MLPClassifier(hidden=(32,)),
+        "decay_granularity": "global",
+        "initial_decay": 1e-2,
+    }
     options.update(overrides)
     return WeightDecayClassifier(**options)
 

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lightning_hypergrad import HypergradientCallback, HypergradientWarning, hypergradient
-from lightning_hypergrad.models import MLP
+from lightning_hypergrad.models import MLPClassifier
 from lightning_hypergrad.solvers import ConjugateGradient, Identity, Neumann
 from tests.lightning_helpers import RecordingCallback, TinyBilevel, digits, make_trainer, small_classifier
 
@@ -24,7 +24,7 @@ def fit_classifier(callback: Callback | None, seed: int = 0, max_epochs: int = 6
 
 
 def test_tuning_a_far_too_strong_decay_lowers_the_validation_loss() -> None:
-    options = {"initial_decay": 0.3, "network": MLP(hidden=(64,))}
+    options = {"initial_decay": 0.3, "network": MLPClassifier(hidden=(64,))}
     baseline, baseline_trainer = fit_classifier(None, **options)
     # Near the collapsed, saddle-like start the Hessian has strong negative curvature; a short series keeps
     # the unrolled answer within Neumann's growth limit.
@@ -159,7 +159,7 @@ def test_batch_norm_statistics_are_unchanged_by_a_hyperstep() -> None:
 
     for mode in ("train", "eval"):
         callback = Checking(Neumann(iterations=3), every_n_steps=4, validation_mode=mode)
-        fit_classifier(callback, max_epochs=1, network=MLP(hidden=(32,), batch_norm=True, dropout=0.2))
+        fit_classifier(callback, max_epochs=1, network=MLPClassifier(hidden=(32,), batch_norm=True, dropout=0.2))
         assert callback.taken == 4
 
 
@@ -184,7 +184,7 @@ def test_non_finite_hypergradients_are_never_applied() -> None:
             return super().validation_loss(batch) * float("nan")
 
     L.seed_everything(0, verbose=False)
-    model = Poisoned(network=MLP(hidden=(32,)), decay_granularity="global", initial_decay=1e-2)
+    model = Poisoned(network=MLPClassifier(hidden=(32,)), decay_granularity="global", initial_decay=1e-2)
     start = model.weight_decay.raw[0].detach().clone()
     callback = HypergradientCallback(Identity(), every_n_steps=5)
     with pytest.warns(HypergradientWarning, match="Skipped the hyperstep"):
@@ -232,7 +232,7 @@ def test_project_hyperparameters_runs_after_every_hyperstep() -> None:
             self.weight_decay.raw[0].clamp_(min=-4.6, max=-4.5)
 
     L.seed_everything(0, verbose=False)
-    model = Clamped(network=MLP(hidden=(32,)), decay_granularity="global", initial_decay=1e-2)
+    model = Clamped(network=MLPClassifier(hidden=(32,)), decay_granularity="global", initial_decay=1e-2)
     callback = HypergradientCallback(
         Identity(), hyper_optimizer=lambda p: torch.optim.SGD(p, lr=100.0), every_n_steps=5
     )

@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_hypergrad.models import MLP
+from lightning_hypergrad.models import MLPClassifier
 from tests.lightning_helpers import TinyBilevel, digits, make_trainer, small_classifier
 
 
@@ -41,7 +41,7 @@ def test_gradient_clipping_bounds_the_gradient_norm_at_each_step() -> None:
 
     for clip in (None, 0.05):
         L.seed_everything(0, verbose=False)
-        model = Recording(network=MLP(hidden=(32,)), decay_granularity="global", gradient_clip_val=clip)
+        model = Recording(network=MLPClassifier(hidden=(32,)), decay_granularity="global", gradient_clip_val=clip)
         make_trainer(max_epochs=1).fit(model, digits())
     unclipped, clipped = norms[:17], norms[17:]
     assert max(unclipped) > 0.2  # clipping had work to do
@@ -70,7 +70,7 @@ def test_weight_schedulers_are_stepped_by_interval() -> None:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": per_step, "interval": "step", "frequency": 2}}
 
     L.seed_everything(0, verbose=False)
-    model = Scheduled(network=MLP(hidden=(16,)), decay_granularity="global")
+    model = Scheduled(network=MLPClassifier(hidden=(16,)), decay_granularity="global")
     make_trainer(max_steps=10).fit(model, digits())
     assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.5**5)
 

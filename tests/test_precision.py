@@ -11,14 +11,14 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 from lightning_hypergrad import HypergradientCallback, HypergradientWarning
 from lightning_hypergrad.callback import _loss_scale
-from lightning_hypergrad.models import MLP
+from lightning_hypergrad.models import MLPClassifier
 from lightning_hypergrad.solvers import Neumann
 from tests.lightning_helpers import digits, make_trainer, small_classifier
 
 
 def trained_classifier(granularity: str):
     L.seed_everything(0, verbose=False)
-    model = small_classifier(network=MLP(hidden=(64,)), decay_granularity=granularity, initial_decay=1e-3)
+    model = small_classifier(network=MLPClassifier(hidden=(64,)), decay_granularity=granularity, initial_decay=1e-3)
     make_trainer(max_epochs=8).fit(model, digits())
     return model
 
@@ -50,7 +50,7 @@ def test_an_overflow_under_bf16_skips_the_hyperstep() -> None:
             return super().validation_loss(batch) * 3e38  # finite, but its gradients overflow float32
 
     L.seed_everything(0, verbose=False)
-    model = Overflowing(network=MLP(hidden=(32,)), decay_granularity="global", initial_decay=1e-2)
+    model = Overflowing(network=MLPClassifier(hidden=(32,)), decay_granularity="global", initial_decay=1e-2)
     start = model.weight_decay.raw[0].detach().clone()
     callback = HypergradientCallback(Neumann(iterations=5), every_n_steps=5)
     with pytest.warns(HypergradientWarning, match="Skipped the hyperstep"):

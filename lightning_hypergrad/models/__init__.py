@@ -1,5 +1,5 @@
 """Example networks."""
 
-from lightning_hypergrad.models.mlp import MLP
+from lightning_hypergrad.models.mlp import MLPClassifier
 
-__all__ = ["MLP"]
+__all__ = ["MLPClassifier"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 
-class MLP(nn.Sequential):
+class MLPClassifier(nn.Sequential):
     """Linear → [BatchNorm] → ReLU → [Dropout] blocks, then a linear classifier head.
 
     Args:
@@ -27,7 +27,7 @@ class MLP(nn.Sequential):
         dropout: float = 0.0,
     ) -> None:
         if not 0 <= dropout < 1:
-            raise ValueError(f"MLP(dropout={dropout!r}): dropout must lie in [0, 1).")
+            raise ValueError(f"MLPClassifier(dropout={dropout!r}): dropout must lie in [0, 1).")
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden:

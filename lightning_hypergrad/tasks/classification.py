@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_hypergrad.hparams.weight_decay import Granularity, Parametrization, WeightDecay
-from lightning_hypergrad.models.mlp import MLP
+from lightning_hypergrad.models.mlp import MLPClassifier
 from lightning_hypergrad.module import BilevelLightningModule
 
 
@@ -21,7 +21,7 @@ class WeightDecayClassifier(BilevelLightningModule):
     decay, so it moves only through the weights (the implicit term).
 
     Args:
-        network: the classifier; ``None`` builds ``MLP()`` (64 → 128 → 10, for digits).
+        network: the classifier; ``None`` builds ``MLPClassifier()`` (64 → 128 → 10, for digits).
         num_classes: classes, for the accuracy metrics.
         decay_granularity: ``"global"``, ``"per_tensor"`` or ``"per_weight"`` (see :class:`WeightDecay`).
         decay_parametrization: ``"log"`` or ``"softplus"``.
@@ -46,7 +46,7 @@ class WeightDecayClassifier(BilevelLightningModule):
         accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__(gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches)
-        self.network = MLP(num_classes=num_classes) if network is None else network
+        self.network = MLPClassifier(num_classes=num_classes) if network is None else network
         self.weight_decay = WeightDecay(
             [weight.shape for weight in self.network.parameters()],
             decay_granularity,
