@@ -139,13 +139,16 @@ def test_short_names_select_the_shipped_task_and_datamodule(tmp_path) -> None:
         [
             "fit",
             "--model=WeightDecayClassifier",
+            "--model.network=MLPClassifier",  # short names resolve for nested classes too
+            "--model.network.hidden=[16]",
             "--data=DigitsDataModule",
             "--trainer.max_steps=2",
             "--trainer.logger=false",
             *QUIET,
         ]
     )
-    assert (tmp_path / "summary.json").exists()  # no logger: the report lands in default_root_dir
+    summary = json.loads((tmp_path / "summary.json").read_text())  # no logger: the report lands in default_root_dir
+    assert summary["weights"] == 64 * 16 + 16 + 16 * 10 + 10
 
 
 def test_validate_and_test_subcommands_run(capsys) -> None:
