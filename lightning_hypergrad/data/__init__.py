@@ -7,6 +7,7 @@ from lightning_hypergrad.data.image_classification import (
     MNISTDataModule,
     TorchvisionDataModule,
 )
+from lightning_hypergrad.data.indexed import IndexedDataset
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "CIFAR100DataModule",
     "DigitsDataModule",
     "EpochShuffleSampler",
+    "IndexedDataset",
     "MNISTDataModule",
     "TorchvisionDataModule",
     "split_digits",
