@@ -27,7 +27,8 @@ def plot_validation_loss(
         axes.plot(steps, losses, "o-", label="validation set")
     axes.set_xlabel("weight step")
     axes.set_ylabel("validation loss")
-    axes.legend()
+    if hyperstep_losses or epoch_losses:
+        axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -36,8 +36,8 @@ def test_tuning_a_far_too_strong_decay_lowers_the_validation_loss() -> None:
     )
     tuned, tuned_trainer = fit_classifier(callback, **options)
     start = float(torch.tensor(0.3).log())
-    assert float(baseline.weight_decay.raw[0]) == pytest.approx(start)
-    assert float(tuned.weight_decay.raw[0]) < start - 1.0  # the decay fell by more than a factor e
+    assert float(baseline.weight_decay.raw[0].detach()) == pytest.approx(start)
+    assert float(tuned.weight_decay.raw[0].detach()) < start - 1.0  # the decay fell by more than a factor e
     assert callback.taken > 20 and callback.skipped == 0
     tuned_loss = float(tuned_trainer.callback_metrics["validation_loss"])
     baseline_loss = float(baseline_trainer.callback_metrics["validation_loss"])
@@ -204,7 +204,7 @@ def test_hypergradient_clipping_bounds_each_step() -> None:
 
     class Watch(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            values.append(float(pl_module.weight_decay.raw[0]))
+            values.append(float(pl_module.weight_decay.raw[0].detach()))
 
     L.seed_everything(0, verbose=False)
     model = small_classifier()
@@ -237,7 +237,7 @@ def test_project_hyperparameters_runs_after_every_hyperstep() -> None:
         Identity(), hyper_optimizer=lambda p: torch.optim.SGD(p, lr=100.0), every_n_steps=5
     )
     make_trainer([callback], max_epochs=1).fit(model, digits())
-    assert -4.6 <= float(model.weight_decay.raw[0]) <= -4.5
+    assert -4.6 <= float(model.weight_decay.raw[0].detach()) <= -4.5
 
 
 def test_metrics_reach_the_loggers_every_hyperstep(tmp_path) -> None:
