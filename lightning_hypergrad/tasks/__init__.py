@@ -1,5 +1,7 @@
 """Ready BilevelLightningModules used by the configs."""
 
-from lightning_hypergrad.tasks.classification import WeightDecayClassifier
+from lightning_hypergrad.tasks.classifier import ClassifierTask
+from lightning_hypergrad.tasks.distillation import DistillationClassifier
+from lightning_hypergrad.tasks.weight_decay import WeightDecayClassifier
 
-__all__ = ["WeightDecayClassifier"]
+__all__ = ["ClassifierTask", "DistillationClassifier", "WeightDecayClassifier"]

@@ -1,0 +1,67 @@
+"""Dataset distillation: learn a few synthetic training examples that a classifier trained on them generalises from."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_hypergrad.hparams.distilled_data import DistilledData
+from lightning_hypergrad.models.mlp import MLPClassifier
+from lightning_hypergrad.tasks.classifier import ClassifierTask
+
+
+class DistillationClassifier(ClassifierTask):
+    """The weights train on ``per_class`` learnable examples per class only; the examples are the hyperparameters.
+
+    ``L_T = CE(network(distilled inputs), their labels) + ½ μ ‖w‖²`` (the real training batch only counts steps)
+    and ``L_V = CE(validation)``. The paper learns one image per class and trains a logistic regression on them;
+    ``network`` defaults to that (``MLPClassifier(hidden=())``). The test accuracy at the end is that of a
+    classifier which has seen nothing but the distilled examples.
+
+    Args:
+        network, num_classes, optimizer, learning_rate: see :class:`ClassifierTask`.
+        input_shape: shape of one input (``(64,)`` for digits).
+        per_class: distilled examples per class.
+        weight_decay: μ, which keeps the inner problem strongly convex for logistic regression.
+        init_scale: standard deviation of the initial synthetic inputs.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | None = None,
+        num_classes: int = 10,
+        input_shape: Sequence[int] = (64,),
+        per_class: int = 1,
+        weight_decay: float = 1e-3,
+        init_scale: float = 0.1,
+        optimizer: OptimizerCallable | None = None,
+        learning_rate: float = 1e-2,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
+        accumulate_grad_batches: int = 1,
+    ) -> None:
+        if network is None:  # logistic regression on the flattened input
+            network = MLPClassifier(in_features=math.prod(input_shape), hidden=(), num_classes=num_classes)
+        super().__init__(
+            network,
+            num_classes,
+            optimizer,
+            learning_rate,
+            gradient_clip_val,
+            gradient_clip_algorithm,
+            accumulate_grad_batches,
+        )
+        self.distilled = DistilledData(num_classes, input_shape, per_class, init_scale)
+        self.weight_decay = weight_decay
+
+    def training_loss(self, batch: Any) -> Tensor:
+        inputs, labels = self.distilled()
+        data_loss = nn.functional.cross_entropy(self(inputs), labels)
+        return data_loss + 0.5 * self.weight_decay * sum(w.pow(2).sum() for w in self.network.parameters())
+
+    def hyperparameters(self) -> list[nn.Parameter]:
+        return list(self.distilled.parameters())

@@ -1,0 +1,63 @@
+"""Classification with learnable weight decay: the task behind the digits configs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_hypergrad.hparams.weight_decay import Granularity, Parametrization, WeightDecay
+from lightning_hypergrad.tasks.classifier import ClassifierTask
+
+
+class WeightDecayClassifier(ClassifierTask):
+    """Cross-entropy classification with ``½ Σ c w²`` weight decay whose coefficients are hyperparameters.
+
+    ``L_T = CE(train) + ½ Σ_i c_i w_i²`` and ``L_V = CE(validation)``: the validation loss does not see the
+    decay, so it moves only through the weights (the implicit term).
+
+    Args:
+        network, num_classes, optimizer, learning_rate: see :class:`ClassifierTask`.
+        decay_granularity: ``"global"``, ``"per_tensor"`` or ``"per_weight"`` (see :class:`WeightDecay`).
+        decay_parametrization: ``"log"`` or ``"softplus"``.
+        initial_decay: every coefficient's starting value.
+        gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches: see :class:`BilevelLightningModule`.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | None = None,
+        num_classes: int = 10,
+        decay_granularity: Granularity = "per_weight",
+        decay_parametrization: Parametrization = "log",
+        initial_decay: float = 1e-3,
+        optimizer: OptimizerCallable | None = None,
+        learning_rate: float = 1e-3,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
+        accumulate_grad_batches: int = 1,
+    ) -> None:
+        super().__init__(
+            network,
+            num_classes,
+            optimizer,
+            learning_rate,
+            gradient_clip_val,
+            gradient_clip_algorithm,
+            accumulate_grad_batches,
+        )
+        self.weight_decay = WeightDecay(
+            [weight.shape for weight in self.network.parameters()],
+            decay_granularity,
+            decay_parametrization,
+            initial_decay,
+        )
+
+    def training_loss(self, batch: Any) -> Tensor:
+        inputs, targets = batch
+        data_loss = nn.functional.cross_entropy(self(inputs), targets)
+        return data_loss + self.weight_decay(list(self.network.parameters()))
+
+    def hyperparameters(self) -> list[nn.Parameter]:
+        return list(self.weight_decay.parameters())

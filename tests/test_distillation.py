@@ -1,0 +1,52 @@
+"""Dataset distillation on digits: ten learned images teach a fresh classifier more than ten real ones."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from lightning_hypergrad import HypergradientCallback
+from lightning_hypergrad.data import split_digits
+from lightning_hypergrad.solvers import ConjugateGradient
+from lightning_hypergrad.tasks import DistillationClassifier
+from tests.lightning_helpers import digits, make_trainer
+
+
+def fresh_logistic_regression_accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Train a new logistic regression to convergence on (images, labels) only; its accuracy on the real test split."""
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(64, 10)
+    optimizer = torch.optim.LBFGS(classifier.parameters(), max_iter=500)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        penalty = 0.5e-3 * sum(p.pow(2).sum() for p in classifier.parameters())
+        loss = torch.nn.functional.cross_entropy(classifier(images), labels) + penalty
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    split = split_digits()
+    with torch.no_grad():
+        return float((classifier(split.test_inputs).argmax(1) == split.test_targets).float().mean())
+
+
+def test_distilled_images_beat_one_real_image_per_class() -> None:
+    L.seed_everything(0, verbose=False)
+    model = DistillationClassifier(per_class=1, weight_decay=1e-3, learning_rate=0.1)
+    callback = HypergradientCallback(
+        ConjugateGradient(iterations=20, rtol=1e-4),
+        hyper_optimizer=lambda params: torch.optim.Adam(params, lr=0.01),
+        every_n_steps=5,
+        warmup_steps=20,
+    )
+    make_trainer([callback], max_epochs=20).fit(model, digits(hyper_batch_size=128))
+    assert callback.taken > 50 and callback.skipped == 0
+    images, labels = (tensor.detach() for tensor in model.distilled())
+    split = split_digits()
+    first_of_each_class = torch.stack([torch.nonzero(split.train_targets == c)[0, 0] for c in range(10)])
+    real = fresh_logistic_regression_accuracy(
+        split.train_inputs[first_of_each_class], split.train_targets[first_of_each_class]
+    )
+    distilled = fresh_logistic_regression_accuracy(images, labels)
+    assert distilled > real + 0.1, (distilled, real)
