@@ -35,6 +35,9 @@ class BilevelLightningModule(LightningModule):
         gradient_clip_algorithm: ``"norm"`` (total 2-norm) or ``"value"`` (elementwise).
         accumulate_grad_batches: sum gradients over this many batches (each loss divided by it) per weight step.
 
+    Learning-rate schedulers from ``configure_optimizers`` are stepped here (manual optimization leaves that to
+    the module), honouring ``interval`` and ``frequency``; if you override ``on_train_epoch_end``, call ``super()``.
+
     Override :meth:`project_hyperparameters` to keep hyperparameters feasible after each hyperstep (say, clamp a
     rate into [0, 1)). ``validation_step`` and ``test_step`` log ``validation_loss`` / ``test_loss`` so
     ``ModelCheckpoint(monitor="validation_loss")`` and ``EarlyStopping`` work as usual.
