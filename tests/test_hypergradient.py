@@ -375,3 +375,21 @@ def test_average_is_applied_to_every_exchanged_vector(ridge: RidgeProblem) -> No
     train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
     unaveraged = hypergradient_with_solve(train_loss, val_loss, [weights], [log_decay], solver)
     torch.testing.assert_close(result.hypergradients[0], unaveraged.hypergradients[0], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 4, 12])
+def test_neumann_equals_differentiating_through_unrolled_gradient_descent(ridge: RidgeProblem, iterations: int) -> None:
+    # Lorraine et al., Theorem 1: K + 1 gradient steps from the optimum, differentiated by autograd, give the
+    # K-product Neumann hypergradient (K = 0 is the Identity(α) solver).
+    alpha = 0.2
+    log_decay = ridge.log_decay.clone().requires_grad_(True)
+    weights = ridge.minimizer().requires_grad_(True)  # w_0 = w*, not a function of λ
+    for _ in range(iterations + 1):
+        (gradient,) = torch.autograd.grad(ridge.train_loss(weights, log_decay), weights, create_graph=True)
+        weights = weights - alpha * gradient
+    (unrolled,) = torch.autograd.grad(ridge.val_loss(weights), log_decay)
+
+    train_loss, val_loss, w, hparam = ridge.losses_at_minimizer()
+    solver = Identity(alpha) if iterations == 0 else Neumann(iterations, alpha)
+    (implicit,) = hypergradient(train_loss, val_loss, [w], [hparam], solver)
+    assert relative_error(implicit, unrolled) <= 1e-10

@@ -30,8 +30,8 @@ class Neumann(IHVPSolver):
 
     with ``K = iterations`` and ``α = alpha``: K Hessian-vector products, no matrix ever formed, memory O(P).
     The series converges to ``H⁻¹ b`` iff every eigenvalue of ``αH`` along ``b`` lies in ``(0, 2)``, i.e.
-    H is positive definite there and ``0 < α < 2/λ_max(H)``. Truncated early it is the implicit counterpart of
-    differentiating through K steps of gradient descent with learning rate α.
+    H is positive definite there and ``0 < α < 2/λ_max(H)``. Truncated, it equals differentiating through K + 1
+    steps of gradient descent with learning rate α started at a stationary point (Lorraine et al., Theorem 1).
 
     ``alpha="auto"`` picks ``α = 1/θ`` where θ is the largest Ritz value after ``lanczos_steps`` Lanczos steps
     started from ``b`` (see :func:`extreme_eigenvalues`; those products are counted in ``hvp_count``). Lanczos
@@ -50,7 +50,7 @@ class Neumann(IHVPSolver):
 
     Slower, same-signed growth comes from negative curvature along ``b`` (a saddle region, common early in
     training). Up to ``max_growth`` it is kept: the truncated series is then still exactly the hypergradient of
-    K unrolled gradient-descent steps of size α, a finite and meaningful answer even where the implicit
+    K + 1 unrolled gradient-descent steps of size α, a finite and meaningful answer even where the implicit
     function theorem's local-minimum assumption fails.
 
     ``residual_norm`` is ``‖(I − αH)^K b‖``: the exact residual ``‖b − H x_{K−1}‖`` of the previous partial sum,

@@ -87,7 +87,7 @@ def test_growth_limit_is_configurable(max_growth: float) -> None:
 
 def test_mild_negative_curvature_keeps_the_unrolled_truncated_series() -> None:
     # A saddle direction with small negative curvature: the series grows slowly; the truncated sum is still
-    # H⁻¹ (I − (I − αH)^{K+1}) b, the hypergradient of K unrolled gradient steps.
+    # H⁻¹ (I − (I − αH)^{K+1}) b, the hypergradient of K + 1 unrolled gradient steps.
     hessian = symmetric_matrix(4, torch.tensor([-0.05, 1.0, 2.0, 3.0]))
     b = torch.ones(4, dtype=torch.float64)
     result = Neumann(iterations=15, alpha=0.3).solve(lambda v: (hessian @ v[0],), (b,))
