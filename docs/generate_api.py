@@ -53,7 +53,7 @@ SECTIONS = [
     (
         "Tasks",
         "lightning_hypergrad.tasks",
-        [tasks.ClassifierTask, tasks.WeightDecayClassifier, tasks.DistillationClassifier],
+        [tasks.ClassifierTask, tasks.WeightDecayClassifier, tasks.DistillationClassifier, tasks.DropoutClassifier],
     ),
     ("Models", "lightning_hypergrad.models", [models.MLPClassifier]),
     (

@@ -120,3 +120,16 @@ def test_unimplemented_losses_name_the_method() -> None:
 
     with pytest.raises(NotImplementedError, match=r"BilevelLightningModule must implement training_loss\(batch\)"):
         BilevelLightningModule().training_loss(None)
+
+
+def test_dropout_classifier_tunes_only_its_dropout_logits() -> None:
+    from lightning_hypergrad.tasks import DropoutClassifier
+
+    model = DropoutClassifier(hidden=(8, 4))
+    assert [tuple(p.shape) for p in model.hyperparameters()] == [(8,), (4,)]
+    assert sum(p.numel() for p in model.weight_parameters()) == 64 * 8 + 8 + 8 * 4 + 4 + 4 * 10 + 10
+    inputs = torch.randn(5, 64)
+    model.eval()
+    assert torch.equal(model(inputs), model(inputs))  # no dropout noise in eval mode
+    model.train()
+    assert not torch.equal(model(inputs), model(inputs))

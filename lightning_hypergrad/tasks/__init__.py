@@ -2,6 +2,7 @@
 
 from lightning_hypergrad.tasks.classifier import ClassifierTask
 from lightning_hypergrad.tasks.distillation import DistillationClassifier
+from lightning_hypergrad.tasks.dropout import DropoutClassifier
 from lightning_hypergrad.tasks.weight_decay import WeightDecayClassifier
 
-__all__ = ["ClassifierTask", "DistillationClassifier", "WeightDecayClassifier"]
+__all__ = ["ClassifierTask", "DistillationClassifier", "DropoutClassifier", "WeightDecayClassifier"]

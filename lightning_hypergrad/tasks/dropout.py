@@ -1,0 +1,66 @@
+"""Classification with learnable dropout rates (one per hidden unit), tuned through the concrete relaxation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_hypergrad.hparams.dropout import ConcreteDropout
+from lightning_hypergrad.tasks.classifier import ClassifierTask
+
+
+class DropoutClassifier(ClassifierTask):
+    """An MLP with a :class:`ConcreteDropout` after every hidden layer; the dropout logits are the hyperparameters.
+
+    ``L_T = CE(train)`` with dropout active (rates enter only here) and ``L_V = CE(validation)`` in eval mode,
+    so the rates move through the implicit term alone. One rate per hidden unit.
+
+    Args:
+        in_features, hidden, num_classes: the MLP's sizes.
+        initial_rate: every unit's starting drop probability.
+        temperature: the concrete relaxation's temperature.
+        optimizer, learning_rate: see :class:`ClassifierTask`.
+        gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches: see :class:`BilevelLightningModule`.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 64,
+        hidden: Sequence[int] = (256, 256),
+        num_classes: int = 10,
+        initial_rate: float = 0.1,
+        temperature: float = 0.1,
+        optimizer: OptimizerCallable | None = None,
+        learning_rate: float = 1e-3,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
+        accumulate_grad_batches: int = 1,
+    ) -> None:
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), ConcreteDropout(initial_rate, temperature, shape=(size,))]
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(
+            nn.Sequential(*layers),
+            num_classes,
+            optimizer,
+            learning_rate,
+            gradient_clip_val,
+            gradient_clip_algorithm,
+            accumulate_grad_batches,
+        )
+
+    def dropouts(self) -> list[ConcreteDropout]:
+        return [module for module in self.network.modules() if isinstance(module, ConcreteDropout)]
+
+    def training_loss(self, batch: Any) -> Tensor:
+        inputs, targets = batch
+        return nn.functional.cross_entropy(self(inputs), targets)
+
+    def hyperparameters(self) -> list[nn.Parameter]:
+        return [dropout.logit for dropout in self.dropouts()]
