@@ -19,6 +19,8 @@ from lightning_hypergrad.solvers.base import (
     starting_point,
 )
 
+ACCELERATOR_CHECK_EVERY = 5  # iterations between host checks when a check means waiting for the device
+
 
 class ConjugateGradient(IHVPSolver):
     r"""Solve ``H x = b`` by conjugate gradient, one Hessian-vector product per iteration.
@@ -37,13 +39,14 @@ class ConjugateGradient(IHVPSolver):
     ``‖r_k‖ = ‖b − H x_k‖`` (exact up to rounding).
 
     The iteration runs on the device without waiting for the host: finished or failed runs freeze their
-    iterate by masking, and the host checks whether all work is done every ``check_every`` iterations (on the
-    CPU, where checking is free, after every iteration).
+    iterate by masking, and the host checks whether all work is done every ``check_every`` iterations (by
+    default after every iteration on the CPU, where checking is free, and every 5 on accelerators).
 
     Args:
         iterations: the most Hessian-vector products to spend, ``>= 1``.
         rtol: the relative residual tolerance ``> 0`` for stopping early.
-        check_every: on accelerators, iterations between host-side checks for early stopping, ``>= 1``.
+        check_every: iterations between host-side checks for early stopping, ``>= 1``; ``None`` checks every
+            iteration on the CPU (where a check costs nothing) and every 5 on accelerators.
 
     Example:
         >>> import torch
@@ -55,10 +58,12 @@ class ConjugateGradient(IHVPSolver):
         (tensor([0.1818, 0.2727], dtype=torch.float64), 2)
     """
 
-    def __init__(self, iterations: int = 20, rtol: float = 1e-6, check_every: int = 5) -> None:
+    def __init__(self, iterations: int = 20, rtol: float = 1e-6, check_every: int | None = None) -> None:
         self.iterations = check_count("ConjugateGradient", "iterations", iterations, minimum=1)
         self.rtol = check_positive("ConjugateGradient", "rtol", rtol)
-        self.check_every = check_count("ConjugateGradient", "check_every", check_every, minimum=1)
+        self.check_every = (
+            None if check_every is None else check_count("ConjugateGradient", "check_every", check_every, 1)
+        )
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         target = vectors.to_working(b)
@@ -66,7 +71,7 @@ class ConjugateGradient(IHVPSolver):
         tolerance_squared = (self.rtol * vectors.norm(target)) ** 2
         residual_squared = vectors.dot(residual, residual)
         device = residual_squared.device
-        check_every = 1 if device.type == "cpu" else self.check_every
+        check_every = self.check_every or (1 if device.type == "cpu" else ACCELERATOR_CHECK_EVERY)
 
         direction = residual
         active = residual_squared > tolerance_squared

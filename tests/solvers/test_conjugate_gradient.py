@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lightning_hypergrad.solvers import ConjugateGradient, SolveStatus
@@ -46,14 +47,32 @@ def test_running_out_of_iterations_is_a_usable_truncation() -> None:
     torch.testing.assert_close(result.residual_norm, torch.linalg.vector_norm(b - hessian @ result.solution[0]))
 
 
-def test_masked_iterations_match_per_step_checks() -> None:
-    # check_every only changes when the host looks; on the device the iterate freezes once converged.
-    hessian = symmetric_matrix(30, torch.tensor([1.0] * 15 + [4.0] * 15))
+@pytest.mark.parametrize(
+    "eigenvalues",
+    [[1.0] * 15 + [4.0] * 15, [-2.0] + [1.0] * 14 + [4.0] * 15],
+    ids=["converges-in-two", "negative-curvature"],
+)
+def test_masked_iterations_match_per_step_checks(eigenvalues) -> None:
+    # check_every only changes when the host looks: between looks, finished runs freeze their iterate on the device.
+    hessian = symmetric_matrix(30, torch.tensor(eigenvalues))
     b = torch.ones(30, dtype=torch.float64)
-    every_step = ConjugateGradient(iterations=10, rtol=1e-10, check_every=1).solve(lambda v: (hessian @ v[0],), (b,))
-    rarely = ConjugateGradient(iterations=10, rtol=1e-10, check_every=7).solve(lambda v: (hessian @ v[0],), (b,))
-    assert every_step.iterations == rarely.iterations == 2
+    calls = {1: 0, 7: 0}
+
+    def counting(check_every: int):
+        def hvp(vector):
+            calls[check_every] += 1
+            return (hessian @ vector[0],)
+
+        return hvp
+
+    every_step = ConjugateGradient(iterations=10, rtol=1e-10, check_every=1).solve(counting(1), (b,))
+    rarely = ConjugateGradient(iterations=10, rtol=1e-10, check_every=7).solve(counting(7), (b,))
+    assert every_step.iterations == rarely.iterations
+    assert every_step.status is rarely.status
+    assert calls[1] == every_step.iterations + (every_step.status is SolveStatus.NEGATIVE_CURVATURE)
+    assert calls[7] == 7  # the masked iterations still ran, changing nothing
     torch.testing.assert_close(every_step.solution[0], rarely.solution[0], rtol=0, atol=0)
+    torch.testing.assert_close(every_step.residual_norm, rarely.residual_norm, rtol=0, atol=0)
 
 
 def test_negative_curvature_at_the_first_step_fails_with_zeros() -> None:
