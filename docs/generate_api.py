@@ -53,7 +53,13 @@ SECTIONS = [
     (
         "Tasks",
         "lightning_hypergrad.tasks",
-        [tasks.ClassifierTask, tasks.WeightDecayClassifier, tasks.DistillationClassifier, tasks.DropoutClassifier],
+        [
+            tasks.ClassifierTask,
+            tasks.WeightDecayClassifier,
+            tasks.DistillationClassifier,
+            tasks.DropoutClassifier,
+            tasks.AugmentationClassifier,
+        ],
     ),
     ("Models", "lightning_hypergrad.models", [models.MLPClassifier]),
     (

@@ -133,3 +133,17 @@ def test_dropout_classifier_tunes_only_its_dropout_logits() -> None:
     assert torch.equal(model(inputs), model(inputs))  # no dropout noise in eval mode
     model.train()
     assert not torch.equal(model(inputs), model(inputs))
+
+
+def test_augmentation_classifier_starts_unaugmented_and_tunes_only_the_augmentation() -> None:
+    from lightning_hypergrad.tasks import AugmentationClassifier
+
+    torch.manual_seed(0)
+    model = AugmentationClassifier(network=MLPClassifier(hidden=(16,)), augmentation_hidden=8, noise_channels=2)
+    assert sum(p.numel() for p in model.hyperparameters()) == (64 + 2) * 8 + 8 + 8 * 64 + 64
+    assert {id(p) for p in model.hyperparameters()}.isdisjoint(id(p) for p in model.weight_parameters())
+    inputs, targets = torch.rand(6, 64), torch.arange(6)
+    clean = torch.nn.functional.cross_entropy(model(inputs), targets)
+    torch.testing.assert_close(model.training_loss((inputs, targets)), clean)  # zero-initialised output layer
+    gradients = torch.autograd.grad(model.training_loss((inputs, targets)), model.hyperparameters(), allow_unused=True)
+    assert any(g is not None and bool((g != 0).any()) for g in gradients)  # the augmentation can learn

@@ -1,8 +1,15 @@
 """Ready BilevelLightningModules used by the configs."""
 
+from lightning_hypergrad.tasks.augmentation import AugmentationClassifier
 from lightning_hypergrad.tasks.classifier import ClassifierTask
 from lightning_hypergrad.tasks.distillation import DistillationClassifier
 from lightning_hypergrad.tasks.dropout import DropoutClassifier
 from lightning_hypergrad.tasks.weight_decay import WeightDecayClassifier
 
-__all__ = ["ClassifierTask", "DistillationClassifier", "DropoutClassifier", "WeightDecayClassifier"]
+__all__ = [
+    "AugmentationClassifier",
+    "ClassifierTask",
+    "DistillationClassifier",
+    "DropoutClassifier",
+    "WeightDecayClassifier",
+]
