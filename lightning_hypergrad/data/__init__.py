@@ -9,6 +9,7 @@ from lightning_hypergrad.data.image_classification import (
 )
 from lightning_hypergrad.data.indexed import IndexedDataset
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
+from lightning_hypergrad.data.text import TextDataModule, synthetic_corpus
 
 __all__ = [
     "CIFAR10DataModule",
@@ -17,6 +18,8 @@ __all__ = [
     "EpochShuffleSampler",
     "IndexedDataset",
     "MNISTDataModule",
+    "TextDataModule",
     "TorchvisionDataModule",
     "split_digits",
+    "synthetic_corpus",
 ]

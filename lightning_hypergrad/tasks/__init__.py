@@ -4,6 +4,7 @@ from lightning_hypergrad.tasks.augmentation import AugmentationClassifier
 from lightning_hypergrad.tasks.classifier import ClassifierTask
 from lightning_hypergrad.tasks.distillation import DistillationClassifier
 from lightning_hypergrad.tasks.dropout import DropoutClassifier
+from lightning_hypergrad.tasks.language_model import LSTMLanguageModel
 from lightning_hypergrad.tasks.weight_decay import WeightDecayClassifier
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "ClassifierTask",
     "DistillationClassifier",
     "DropoutClassifier",
+    "LSTMLanguageModel",
     "WeightDecayClassifier",
 ]
