@@ -107,7 +107,7 @@ def hypergradient(
     if not result.solve.converged:
         warnings.warn(
             f"The inverse-Hessian solve failed ({result.solve.status.value}, residual norm "
-            f"{float(result.solve.residual_norm):.3g}) with {solver!r}; the hypergradient holds the direct term only. "
+            f"{float(result.solve.residual_norm):.3g}) with {solver or Neumann()!r}; the hypergradient holds the direct term only. "
             "For Neumann, lower alpha or use alpha='auto'.",
             HypergradientWarning,
             stacklevel=2,

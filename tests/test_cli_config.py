@@ -76,7 +76,7 @@ def test_callback_and_solver_build_from_yaml_and_fit(tmp_path) -> None:
 
 def test_yaml_round_trips_through_the_parser(tmp_path) -> None:
     cli = build(tmp_path, CONFIG)
-    dumped = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+    dumped = yaml.safe_load(cli.parser.dump(cli.config))
     callback = dumped["trainer"]["callbacks"][0]
     assert callback["class_path"] == "lightning_hypergrad.HypergradientCallback"
     assert callback["init_args"]["solver"] == {
