@@ -356,3 +356,11 @@ def test_validation_loaders_passed_to_fit_are_used() -> None:
         make_trainer([callback], max_epochs=1).fit(TinyBilevel(), data.train_dataloader(), data.val_dataloader())
     assert len(callback.records) == 3
     assert callback.records[0]["validation_batch"][0].shape[0] == 359
+
+
+def test_the_progress_bar_shows_the_validation_loss_and_hyperparameters() -> None:
+    callback = HypergradientCallback(Identity(), every_n_steps=5)
+    _, trainer = fit_classifier(callback, max_epochs=1, decay_granularity="per_tensor")
+    shown = trainer.progress_bar_metrics
+    assert {"validation_loss", "hyper/validation_loss", "hyper/skipped"} <= set(shown)
+    assert {"hparam/weight_decay.raw.0", "hparam/weight_decay.raw.3"} <= set(shown)  # per-tensor scalars
