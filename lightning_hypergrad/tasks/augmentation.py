@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_hypergrad.hparams.augmentation import LearnedAugmentation
@@ -19,11 +18,11 @@ class AugmentationClassifier(ClassifierTask):
     the augmentation off), so the augmentation is shaped only by how it changes the trained weights.
 
     Args:
-        network, num_classes, optimizer, learning_rate: see :class:`ClassifierTask`.
+        network, num_classes: see :class:`ClassifierTask`.
         in_features: size of a flat input (64 for digits).
         augmentation_hidden: width of the augmentation network's hidden layer.
         noise_channels: noise features appended to each input, so one input is augmented many ways.
-        gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches: see :class:`BilevelLightningModule`.
+        **kwargs: ``optimizer``, ``learning_rate``, clipping and accumulation: see :class:`ClassifierTask`.
     """
 
     def __init__(
@@ -33,21 +32,9 @@ class AugmentationClassifier(ClassifierTask):
         in_features: int = 64,
         augmentation_hidden: int = 64,
         noise_channels: int = 8,
-        optimizer: OptimizerCallable | None = None,
-        learning_rate: float = 1e-3,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
-        accumulate_grad_batches: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            network,
-            num_classes,
-            optimizer,
-            learning_rate,
-            gradient_clip_val,
-            gradient_clip_algorithm,
-            accumulate_grad_batches,
-        )
+        super().__init__(network, num_classes, **kwargs)
         output = nn.Linear(augmentation_hidden, in_features)
         nn.init.zeros_(output.weight)
         nn.init.zeros_(output.bias)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -24,7 +24,8 @@ class ClassifierTask(BilevelLightningModule):
         optimizer: the weights' optimizer as a callable ``params -> Optimizer``; ``None`` means
             ``Adam(lr=learning_rate)``.
         learning_rate: the default optimizer's learning rate.
-        gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches: see :class:`BilevelLightningModule`.
+        **kwargs: ``gradient_clip_val``, ``gradient_clip_algorithm``, ``accumulate_grad_batches``: see
+            :class:`BilevelLightningModule`.
     """
 
     def __init__(
@@ -33,11 +34,9 @@ class ClassifierTask(BilevelLightningModule):
         num_classes: int = 10,
         optimizer: OptimizerCallable | None = None,
         learning_rate: float = 1e-3,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
-        accumulate_grad_batches: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches)
+        super().__init__(**kwargs)
         self.network = MLPClassifier(num_classes=num_classes) if network is None else network
         self.optimizer_factory = optimizer
         self.learning_rate = learning_rate

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_hypergrad.hparams.distilled_data import DistilledData
@@ -23,11 +22,14 @@ class DistillationClassifier(ClassifierTask):
     classifier which has seen nothing but the distilled examples.
 
     Args:
-        network, num_classes, optimizer, learning_rate: see :class:`ClassifierTask`.
+        network, num_classes: see :class:`ClassifierTask`.
         input_shape: shape of one input (``(64,)`` for digits).
         per_class: distilled examples per class.
         weight_decay: μ, which keeps the inner problem strongly convex for logistic regression.
         init_scale: standard deviation of the initial synthetic inputs.
+        learning_rate: the default optimizer's learning rate (higher than :class:`ClassifierTask`'s: the weights
+            see only a handful of examples).
+        **kwargs: ``optimizer``, clipping and accumulation: see :class:`ClassifierTask`.
     """
 
     def __init__(
@@ -38,23 +40,12 @@ class DistillationClassifier(ClassifierTask):
         per_class: int = 1,
         weight_decay: float = 1e-3,
         init_scale: float = 0.1,
-        optimizer: OptimizerCallable | None = None,
         learning_rate: float = 1e-2,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
-        accumulate_grad_batches: int = 1,
+        **kwargs: Any,
     ) -> None:
         if network is None:  # logistic regression on the flattened input
             network = MLPClassifier(in_features=math.prod(input_shape), hidden=(), num_classes=num_classes)
-        super().__init__(
-            network,
-            num_classes,
-            optimizer,
-            learning_rate,
-            gradient_clip_val,
-            gradient_clip_algorithm,
-            accumulate_grad_batches,
-        )
+        super().__init__(network, num_classes, learning_rate=learning_rate, **kwargs)
         self.distilled = DistilledData(num_classes, input_shape, per_class, init_scale)
         self.weight_decay = weight_decay
 

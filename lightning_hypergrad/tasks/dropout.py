@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_hypergrad.hparams.dropout import ConcreteDropout
@@ -22,8 +21,8 @@ class DropoutClassifier(ClassifierTask):
         in_features, hidden, num_classes: the MLP's sizes.
         initial_rate: every unit's starting drop probability.
         temperature: the concrete relaxation's temperature.
-        optimizer, learning_rate: see :class:`ClassifierTask`.
-        gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches: see :class:`BilevelLightningModule`.
+
+        **kwargs: ``optimizer``, ``learning_rate``, clipping and accumulation: see :class:`ClassifierTask`.
     """
 
     def __init__(
@@ -33,11 +32,7 @@ class DropoutClassifier(ClassifierTask):
         num_classes: int = 10,
         initial_rate: float = 0.1,
         temperature: float = 0.1,
-        optimizer: OptimizerCallable | None = None,
-        learning_rate: float = 1e-3,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
-        accumulate_grad_batches: int = 1,
+        **kwargs: Any,
     ) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
@@ -45,15 +40,7 @@ class DropoutClassifier(ClassifierTask):
             layers += [nn.Linear(width, size), nn.ReLU(), ConcreteDropout(initial_rate, temperature, shape=(size,))]
             width = size
         layers.append(nn.Linear(width, num_classes))
-        super().__init__(
-            nn.Sequential(*layers),
-            num_classes,
-            optimizer,
-            learning_rate,
-            gradient_clip_val,
-            gradient_clip_algorithm,
-            accumulate_grad_batches,
-        )
+        super().__init__(nn.Sequential(*layers), num_classes, **kwargs)
 
     def dropouts(self) -> list[ConcreteDropout]:
         return [module for module in self.network.modules() if isinstance(module, ConcreteDropout)]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_hypergrad.hparams.weight_decay import Granularity, Parametrization, WeightDecay
@@ -18,11 +17,11 @@ class WeightDecayClassifier(ClassifierTask):
     decay, so it moves only through the weights (the implicit term).
 
     Args:
-        network, num_classes, optimizer, learning_rate: see :class:`ClassifierTask`.
+        network, num_classes: see :class:`ClassifierTask`.
         decay_granularity: ``"global"``, ``"per_tensor"`` or ``"per_weight"`` (see :class:`WeightDecay`).
         decay_parametrization: ``"log"`` or ``"softplus"``.
         initial_decay: every coefficient's starting value.
-        gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches: see :class:`BilevelLightningModule`.
+        **kwargs: ``optimizer``, ``learning_rate``, clipping and accumulation: see :class:`ClassifierTask`.
     """
 
     def __init__(
@@ -32,21 +31,9 @@ class WeightDecayClassifier(ClassifierTask):
         decay_granularity: Granularity = "per_weight",
         decay_parametrization: Parametrization = "log",
         initial_decay: float = 1e-3,
-        optimizer: OptimizerCallable | None = None,
-        learning_rate: float = 1e-3,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
-        accumulate_grad_batches: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            network,
-            num_classes,
-            optimizer,
-            learning_rate,
-            gradient_clip_val,
-            gradient_clip_algorithm,
-            accumulate_grad_batches,
-        )
+        super().__init__(network, num_classes, **kwargs)
         self.weight_decay = WeightDecay(
             [weight.shape for weight in self.network.parameters()],
             decay_granularity,
