@@ -18,7 +18,7 @@ from lightning_hypergrad import hypergradient_with_solve
 from lightning_hypergrad.data import DigitsDataModule
 from lightning_hypergrad.models import MLPClassifier
 from lightning_hypergrad.solvers import ConjugateGradient, Exact, Identity, Neumann
-from lightning_hypergrad.solvers.neumann import extreme_eigenvalues
+from lightning_hypergrad.solvers.lanczos import extreme_eigenvalues
 from lightning_hypergrad.tasks import WeightDecayClassifier
 
 

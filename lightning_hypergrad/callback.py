@@ -14,12 +14,12 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lightning_hypergrad import distributed
+from lightning_hypergrad import distributed, vectors
 from lightning_hypergrad.checks import check_count, check_positive
 from lightning_hypergrad.data.cycling import CyclingLoader
 from lightning_hypergrad.hypergradient import HypergradientResult, HypergradientWarning, hypergradient_with_solve
 from lightning_hypergrad.module import BilevelLightningModule
-from lightning_hypergrad.solvers import IHVPSolver, Neumann, vectors
+from lightning_hypergrad.solvers import IHVPSolver, Neumann
 
 DEFAULT_HYPER_LEARNING_RATE = 1e-2
 PROGRESS_BAR_HYPERPARAMETERS = 4  # more would crowd the bar; loggers get them all
@@ -360,7 +360,7 @@ class HypergradientCallback(Callback):
         if not self.alpha_from_learning_rate:
             return self.solver
         learning_rate = trainer.optimizers[0].param_groups[0]["lr"]
-        return type(self.solver)(**{**vars(self.solver), "alpha": float(learning_rate)})
+        return self.solver.with_alpha(float(learning_rate))
 
     @staticmethod
     def _bilevel(pl_module: LightningModule) -> BilevelLightningModule:

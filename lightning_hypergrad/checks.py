@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def check_count(owner: str, name: str, value: object, minimum: int) -> int:
@@ -30,3 +31,15 @@ def check_non_negative(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}={value!r}: {name} must be a finite number >= 0.")
     return float(value)
+
+
+def check_choice(owner: str, name: str, value: object, allowed: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise naming the value and the allowed values."""
+    if value not in allowed:
+        listed = (
+            ", ".join(repr(choice) for choice in allowed[:-1]) + f" and {allowed[-1]!r}"
+            if len(allowed) > 1
+            else repr(allowed[0])
+        )
+        raise ValueError(f"{owner}({name}={value!r}): allowed values are {listed}.")
+    return value  # type: ignore[return-value]

@@ -10,8 +10,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
-from lightning_hypergrad.solvers import vectors
-from lightning_hypergrad.solvers.vectors import Vector
+from lightning_hypergrad import vectors
+from lightning_hypergrad.vectors import Vector
 
 
 def world_size() -> int:

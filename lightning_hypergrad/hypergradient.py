@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_hypergrad import vectors
 from lightning_hypergrad.checks import check_non_negative, check_positive
-from lightning_hypergrad.solvers import vectors
 from lightning_hypergrad.solvers.base import IHVPSolver, SolveResult
 from lightning_hypergrad.solvers.neumann import Neumann
-from lightning_hypergrad.solvers.vectors import Vector
+from lightning_hypergrad.vectors import Vector
 
 
 class HypergradientWarning(UserWarning):

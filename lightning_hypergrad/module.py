@@ -11,7 +11,7 @@ from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from lightning_hypergrad.checks import check_count, check_positive
+from lightning_hypergrad.checks import check_choice, check_count, check_positive
 
 
 class BilevelLightningModule(LightningModule):
@@ -55,10 +55,7 @@ class BilevelLightningModule(LightningModule):
         self.gradient_clip_val = (
             None if gradient_clip_val is None else check_positive(owner, "gradient_clip_val", gradient_clip_val)
         )
-        if gradient_clip_algorithm not in ("norm", "value"):
-            raise ValueError(
-                f"{owner}(gradient_clip_algorithm={gradient_clip_algorithm!r}): allowed values are 'norm' and 'value'."
-            )
+        check_choice(owner, "gradient_clip_algorithm", gradient_clip_algorithm, ("norm", "value"))
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.accumulate_grad_batches = check_count(owner, "accumulate_grad_batches", accumulate_grad_batches, minimum=1)
 

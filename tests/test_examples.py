@@ -13,7 +13,9 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 def test_bare_engine_example_tunes_without_lightning() -> None:
     completed = subprocess.run(
         [sys.executable, str(EXAMPLES / "digits_weight_decay.py"), "--steps", "300", "--solver", "cg"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     lines = completed.stdout.strip().splitlines()

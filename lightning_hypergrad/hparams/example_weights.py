@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_hypergrad.checks import check_count, check_positive
+from lightning_hypergrad.checks import check_choice, check_count, check_positive
 
 
 class ExampleWeights(nn.Module):
@@ -30,10 +30,7 @@ class ExampleWeights(nn.Module):
         super().__init__()
         check_count("ExampleWeights", "num_examples", num_examples, minimum=1)
         initial = check_positive("ExampleWeights", "initial", initial)
-        if parametrization not in ("softplus", "log"):
-            raise ValueError(
-                f"ExampleWeights(parametrization={parametrization!r}): allowed values are 'softplus' and 'log'."
-            )
+        check_choice("ExampleWeights", "parametrization", parametrization, ("softplus", "log"))
         self.parametrization = parametrization
         raw = math.log(initial) if parametrization == "log" else math.log(math.expm1(initial))
         self.raw = nn.Parameter(torch.full((num_examples,), raw))

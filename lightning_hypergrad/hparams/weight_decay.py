@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_hypergrad.checks import check_positive
+from lightning_hypergrad.checks import check_choice, check_positive
 
 Granularity = Literal["global", "per_tensor", "per_weight"]
 Parametrization = Literal["log", "softplus"]
@@ -38,14 +38,8 @@ class WeightDecay(nn.Module):
         initial: float = 1e-4,
     ) -> None:
         super().__init__()
-        if granularity not in ("global", "per_tensor", "per_weight"):
-            raise ValueError(
-                f"WeightDecay(granularity={granularity!r}): allowed values are 'global', 'per_tensor', 'per_weight'."
-            )
-        if parametrization not in ("log", "softplus"):
-            raise ValueError(
-                f"WeightDecay(parametrization={parametrization!r}): allowed values are 'log' and 'softplus'."
-            )
+        check_choice("WeightDecay", "granularity", granularity, ("global", "per_tensor", "per_weight"))
+        check_choice("WeightDecay", "parametrization", parametrization, ("log", "softplus"))
         if not shapes:
             raise ValueError("WeightDecay(shapes=[]): pass the shape of at least one weight tensor.")
         initial = check_positive("WeightDecay", "initial", initial)

@@ -10,11 +10,12 @@ import abc
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
-from lightning_hypergrad.solvers import vectors
-from lightning_hypergrad.solvers.vectors import Vector
+from lightning_hypergrad import vectors
+from lightning_hypergrad.vectors import Vector
 
 HVP = Callable[[Vector], Sequence[Tensor]]
 """A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike."""
@@ -78,6 +79,20 @@ class IHVPSolver(abc.ABC):
             initial: optional starting guess shaped like ``b`` (warm start), used when its residual
                 ``‖b − H x0‖`` is below ``‖b‖``; ``None`` (or a worse guess) starts from zero.
         """
+
+    def with_alpha(self, alpha: float) -> IHVPSolver:
+        """A copy of this solver using step size ``alpha``; only solvers with an ``alpha`` argument have one."""
+        raise TypeError(
+            f"{type(self).__name__} has no step size alpha to set; alpha_from_learning_rate needs Neumann or Identity."
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried between solves (saved in checkpoints by the callback); stateless solvers return ``{}``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        del state  # stateless by default
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())

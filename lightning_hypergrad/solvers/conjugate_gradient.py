@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lightning_hypergrad import vectors
 from lightning_hypergrad.checks import check_count, check_positive
-from lightning_hypergrad.solvers import vectors
 from lightning_hypergrad.solvers.base import (
     HVP,
     IHVPSolver,

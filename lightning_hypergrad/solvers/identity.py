@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 from torch import Tensor
 
+from lightning_hypergrad import vectors
 from lightning_hypergrad.checks import check_positive
-from lightning_hypergrad.solvers import vectors
 from lightning_hypergrad.solvers.base import (
     HVP,
     IHVPSolver,
@@ -36,6 +37,12 @@ class Identity(IHVPSolver):
 
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = check_positive("Identity", "alpha", alpha)
+
+    def with_alpha(self, alpha: float) -> Identity:
+        """A copy of this solver with step size ``alpha`` (validated as in the constructor)."""
+        solver = copy.copy(self)
+        solver.alpha = check_positive("Identity", "alpha", alpha)
+        return solver
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         target = vectors.to_working(b)

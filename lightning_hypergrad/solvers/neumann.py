@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from lightning_hypergrad import vectors
 from lightning_hypergrad.checks import check_count, check_positive
-from lightning_hypergrad.solvers import vectors
 from lightning_hypergrad.solvers.base import (
     HVP,
     IHVPSolver,
@@ -19,6 +20,7 @@ from lightning_hypergrad.solvers.base import (
     finish,
     starting_point,
 )
+from lightning_hypergrad.solvers.lanczos import extreme_eigenvalues
 
 
 class Neumann(IHVPSolver):
@@ -93,6 +95,12 @@ class Neumann(IHVPSolver):
         self.lanczos_steps = check_count("Neumann", "lanczos_steps", lanczos_steps, minimum=1)
         self.max_growth = check_positive("Neumann", "max_growth", max_growth)
 
+    def with_alpha(self, alpha: float) -> Neumann:
+        """A copy of this solver with step size ``alpha`` (validated as in the constructor)."""
+        solver = copy.copy(self)
+        solver.alpha = check_positive("Neumann", "alpha", alpha)
+        return solver
+
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         target = vectors.to_working(b)
         start, residual, hvp_count = starting_point(hvp, target, initial)
@@ -135,36 +143,3 @@ class Neumann(IHVPSolver):
             hvp_count=hvp_count,
             alpha=float(alpha),
         )
-
-
-def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[Tensor, Tensor]:
-    """Estimates of H's smallest and largest eigenvalues along ``start``, by ``steps`` Lanczos steps.
-
-    The Lanczos recurrence ``β_{j+1} q_{j+1} = H q_j − α_j q_j − β_j q_{j−1}`` builds an orthonormal basis of
-    the Krylov space ``span{b, Hb, …, H^{k−1}b}`` in which H is the tridiagonal ``T`` of the α's and β's; the
-    extreme eigenvalues of ``T`` (Ritz values) lie inside H's spectrum and converge to its extremes. Only
-    three vectors are kept (no reorthogonalisation: lost orthogonality only repeats converged Ritz values).
-    Returns two 0-dim tensors on the vectors' device; nothing waits for the host.
-    """
-    start = tuple(start)
-    norm = vectors.norm(start)
-    tiny = torch.finfo(norm.dtype).tiny
-    current = vectors.scale(start, 1.0 / norm.clamp_min(tiny))
-    previous = vectors.zeros_like(current)
-    beta = torch.zeros_like(norm)
-    diagonal, off_diagonal = [], []
-    for _ in range(steps):
-        product = vectors.add_scaled(apply_hvp(hvp, current), -beta, previous)
-        alpha = vectors.dot(product, current)
-        product = vectors.add_scaled(product, -alpha, current)
-        beta = vectors.norm(product)
-        diagonal.append(alpha)
-        off_diagonal.append(beta)
-        # An invariant subspace (β = 0) ends the recurrence; later steps then add exact zeros to T.
-        previous, current = current, vectors.scale(product, 1.0 / beta.clamp_min(tiny))
-    tridiagonal = torch.diag(torch.stack(diagonal))
-    if steps > 1:
-        couplings = torch.stack(off_diagonal[:-1])
-        tridiagonal = tridiagonal + torch.diag(couplings, 1) + torch.diag(couplings, -1)
-    ritz_values = torch.linalg.eigvalsh(tridiagonal)
-    return ritz_values[0], ritz_values[-1]

@@ -43,7 +43,7 @@ def test_softplus_parametrisation_starts_at_the_given_coefficient() -> None:
     [
         (
             {"granularity": "per_layer"},
-            r"WeightDecay\(granularity='per_layer'\): allowed values are 'global', 'per_tensor', 'per_weight'",
+            r"WeightDecay\(granularity='per_layer'\): allowed values are 'global', 'per_tensor' and 'per_weight'",
         ),
         (
             {"parametrization": "sigmoid"},

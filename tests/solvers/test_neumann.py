@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_hypergrad.solvers import Neumann, SolveStatus
-from lightning_hypergrad.solvers.neumann import extreme_eigenvalues
+from lightning_hypergrad.solvers.lanczos import extreme_eigenvalues
 from tests.helpers import symmetric_matrix
 
 EIGENVALUES = torch.tensor([0.3, 0.7, 1.1, 2.0, 4.0, 5.0])
