@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from lightning_hypergrad import HypergradientCallback
+from lightning_hypergrad.solvers import Identity
 from tests.fixtures.make_callback_checkpoint import CHECKPOINT, FIXTURE_EPOCHS, fit
 
 TOTAL_EPOCHS = 2 * FIXTURE_EPOCHS
@@ -30,6 +32,9 @@ def assert_same_fit(straight, resumed) -> None:
         assert torch.equal(resumed_state["hyper_optimizer"]["state"][0][key], expected), key
     for expected, actual in zip(straight_state["warm_start_solution"], resumed_state["warm_start_solution"]):
         assert torch.equal(actual, expected)
+    # History entries (converted from the old flat form where the checkpoint held that) match the straight run.
+    for key in ("step", "validation_loss", "hyperparameters", "applied"):
+        assert [e[key] for e in resumed_callback.history] == [e[key] for e in straight_callback.history], key
 
 
 def test_the_committed_fixture_holds_the_old_checkpoint_keys() -> None:
@@ -54,3 +59,30 @@ def test_a_checkpoint_written_now_resumes_bit_exactly(tmp_path) -> None:
     path = tmp_path / "half.ckpt"
     first_half.save_checkpoint(path)
     assert_same_fit(fit(TOTAL_EPOCHS), fit(TOTAL_EPOCHS, ckpt_path=path))
+
+
+class RememberingIdentity(Identity):
+    """A solver with state between solves, as a caching solver would have."""
+
+    def __init__(self, alpha: float = 0.1) -> None:
+        super().__init__(alpha)
+        self.estimate = 0.0
+
+    def state_dict(self) -> dict:
+        return {"estimate": self.estimate}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.estimate = state["estimate"]
+
+
+def test_the_solvers_state_travels_in_the_checkpoint_under_its_own_key(tmp_path) -> None:
+    saved = HypergradientCallback(RememberingIdentity())
+    saved.solver.estimate = 4.5
+    state = saved.state_dict()
+    assert state["solver"] == {"estimate": 4.5}
+    restored = HypergradientCallback(RememberingIdentity())
+    restored.load_state_dict(state)
+    assert restored.solver.estimate == 4.5
+    old = HypergradientCallback(RememberingIdentity())
+    old.load_state_dict(callback_state(CHECKPOINT))  # no "solver" key: the solver keeps its fresh state
+    assert old.solver.estimate == 0.0 and old.taken == 3
