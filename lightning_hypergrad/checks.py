@@ -26,10 +26,11 @@ def check_positive(owner: str, name: str, value: object) -> float:
     return float(value)
 
 
-def check_non_negative(name: str, value: object) -> float:
+def check_non_negative(name: str, value: object, owner: str | None = None) -> float:
     """Return ``value`` as a float if it is finite and >= 0, else raise naming the value and the allowed range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name}={value!r}: {name} must be a finite number >= 0.")
+        given = f"{name}={value!r}" if owner is None else f"{owner}({name}={value!r})"
+        raise ValueError(f"{given}: {name} must be a finite number >= 0.")
     return float(value)
 
 

@@ -14,6 +14,7 @@ import lightning_hypergrad.data
 import lightning_hypergrad.models
 import lightning_hypergrad.solvers
 import lightning_hypergrad.tasks  # noqa: F401
+from lightning_hypergrad.contract import check_bilevel_module
 from lightning_hypergrad.module import BilevelLightningModule
 from lightning_hypergrad.report import SPLITS, RunReport
 
@@ -59,6 +60,11 @@ class HypergradCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunReport, "report")
+
+    def before_fit(self) -> None:
+        # The same contract check the callback makes, before any data is loaded: a broken hyperparameters()
+        # fails here with the module's name rather than deep inside the first training step.
+        check_bilevel_module(self.model)
 
     def after_fit(self) -> None:
         report = next((c for c in self.trainer.callbacks if isinstance(c, RunReport)), None)

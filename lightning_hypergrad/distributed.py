@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -55,12 +55,59 @@ def identical_across_processes(tensors: Sequence[Tensor]) -> bool:
     return bool(extremes[0] == -extremes[1])
 
 
+def check_strategy(strategy: object) -> None:
+    """Refuse strategies that shard the weights: Hessian-vector products need every weight on every process."""
+    name = type(strategy).__name__
+    if "FSDP" in name or "DeepSpeed" in name or "ModelParallel" in name:
+        raise ValueError(
+            f"HypergradientCallback does not support the {name} strategy: Hessian-vector products need the "
+            "full, unsharded weights. Supported strategies: single device (auto) and the DDP family."
+        )
+
+
+def product_averaging(sync: str) -> Callable[[Sequence[Tensor]], Sequence[Tensor]] | None:
+    """The ``average`` argument of :func:`~lightning_hypergrad.hypergradient` for a callback ``sync`` mode.
+
+    ``"hvp"`` with several processes averages the validation gradient and every product (:func:`all_reduce_mean`);
+    otherwise nothing is averaged inside the solve.
+    """
+    return all_reduce_mean if world_size() > 1 and sync == "hvp" else None
+
+
+def agree_on_hypergradients(hypergradients: Sequence[Tensor], failed: bool, sync: str) -> tuple[Vector, bool]:
+    """The hypergradient every process applies, and whether any process failed (then all skip together).
+
+    Under ``sync="hypergradient"`` with several processes: the mean of the local hypergradients and the
+    failure flags, in one all-reduce. Otherwise (one process, or ``"hvp"`` where every process solved the same
+    averaged system) the local values.
+    """
+    parts = tuple(hypergradients)
+    if world_size() == 1 or sync != "hypergradient":
+        return parts, failed
+    flag = torch.full((1,), float(failed), device=parts[0].device)
+    *averaged, failures = all_reduce_mean([*parts, flag])
+    return tuple(averaged), bool(failures.item() > 0)
+
+
+def check_identical(tensors: Sequence[Tensor], when: str) -> None:
+    """Raise if the processes hold different values of ``tensors`` (:func:`identical_across_processes`)."""
+    if not identical_across_processes(tensors):
+        raise RuntimeError(
+            f"Hyperparameters differ across processes {when}; something outside the callback changed them on "
+            "some processes only."
+        )
+
+
 def shard_loader(loader: Any, num_replicas: int, rank: int) -> Any:
     """The same DataLoader with a DistributedSampler, so each process draws its own share of every pass.
 
-    The per-pass order keeps the original's character: shuffled (seeded by the original sampler's ``seed``,
-    reshuffled by ``set_epoch``) unless the original was sequential. Padding gives every process the same
-    number of batches, so means of per-process means equal the global mean for full batches.
+    Replaces only the sampler. The per-pass order keeps the original's character: shuffled (seeded by the
+    original sampler's ``seed``, else 0, and reshuffled by ``set_epoch``) unless the original was sequential;
+    a custom sampler's own order (weights, a generator) is not kept. Everything else is kept: dataset,
+    batch size, ``drop_last``, ``collate_fn``, workers and their ``worker_init_fn``, ``generator`` (worker
+    seeds), ``persistent_workers``, ``prefetch_factor``, ``pin_memory`` (and device), ``timeout`` and
+    ``multiprocessing_context``. Padding gives every process the same number of batches, so means of
+    per-process means equal the global mean for full batches. Not a DataLoader, or one process: unchanged.
     """
     if num_replicas == 1 or not isinstance(loader, DataLoader):
         return loader
@@ -73,6 +120,13 @@ def shard_loader(loader: Any, num_replicas: int, rank: int) -> Any:
     sampler = DistributedSampler(
         loader.dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=getattr(loader.sampler, "seed", 0)
     )
+    workers = {}
+    if loader.num_workers > 0:
+        workers = {
+            "prefetch_factor": loader.prefetch_factor,
+            "persistent_workers": loader.persistent_workers,
+            "multiprocessing_context": loader.multiprocessing_context,
+        }
     return DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
@@ -80,5 +134,10 @@ def shard_loader(loader: Any, num_replicas: int, rank: int) -> Any:
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
+        pin_memory_device=loader.pin_memory_device,
         drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator,
+        **workers,
     )

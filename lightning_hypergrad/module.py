@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from lightning_hypergrad import contract, weight_steps
 from lightning_hypergrad.checks import check_choice, check_count, check_positive
 
 
@@ -78,10 +77,19 @@ class BilevelLightningModule(LightningModule):
 
     # --- provided -------------------------------------------------------------------------------------------
 
+    def named_hyperparameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` for each hyperparameter, checked (leaf, requires grad, non-empty, registered on
+        this module, listed once); a clear error names any that is not. Names are those of ``named_parameters()``.
+        """
+        return contract.named_hyperparameters(self)
+
     def weight_parameters(self) -> list[nn.Parameter]:
-        """Every parameter of this module that is not a hyperparameter: what ``configure_optimizers`` should use."""
-        hyperparameter_ids = {id(parameter) for parameter in self.hyperparameters()}
-        return [parameter for parameter in self.parameters() if id(parameter) not in hyperparameter_ids]
+        """The trainable parameters that are not hyperparameters: what ``configure_optimizers`` should use.
+
+        Frozen parameters (``requires_grad=False``) are left out: no gradient ever reaches them.
+        """
+        hyperparameter_ids = {id(parameter) for _, parameter in self.named_hyperparameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in hyperparameter_ids]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         optimizer = self.optimizers()
@@ -92,24 +100,19 @@ class BilevelLightningModule(LightningModule):
             )
         loss = self.training_loss(batch)
         self.manual_backward(loss / self.accumulate_grad_batches, inputs=self.weight_parameters())
-        if self._completes_accumulation(batch_idx):
+        if weight_steps.completes_accumulation(self.trainer, batch_idx, self.accumulate_grad_batches):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            self._step_schedulers("step")
+            weight_steps.step_schedulers(self.trainer, "step")
         self.log("train_loss", loss.detach(), prog_bar=True)
         return loss.detach()
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # Runs after the precision plugin has unscaled the gradients, so clipping sees true magnitudes.
-        if self.gradient_clip_val is not None:
-            self.clip_gradients(
-                optimizer,
-                gradient_clip_val=self.gradient_clip_val,
-                gradient_clip_algorithm=self.gradient_clip_algorithm,
-            )
+        weight_steps.clip_weight_gradients(self, optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
-        self._step_schedulers("epoch")
+        weight_steps.step_schedulers(self.trainer, "epoch")
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self.validation_loss(batch)
@@ -120,30 +123,3 @@ class BilevelLightningModule(LightningModule):
         loss = self.validation_loss(batch)
         self.log("test_loss", loss, sync_dist=True)
         return loss
-
-    def _completes_accumulation(self, batch_idx: int) -> bool:
-        """True on the batch that closes an accumulation window (or the epoch's last batch)."""
-        if (batch_idx + 1) % self.accumulate_grad_batches == 0:
-            return True
-        batches = self.trainer.num_training_batches
-        return isinstance(batches, int) and batch_idx + 1 == batches
-
-    def _step_schedulers(self, interval: str) -> None:
-        """Manual optimization leaves the weights' schedulers to us; honour their interval and frequency."""
-        configs: list[LRSchedulerConfig] = self.trainer.lr_scheduler_configs
-        counter = self.trainer.global_step if interval == "step" else self.current_epoch + 1
-        for config in configs:
-            if config.interval != interval or counter % config.frequency != 0:
-                continue
-            if config.reduce_on_plateau:
-                monitored = self.trainer.callback_metrics.get(config.monitor or "")
-                if monitored is None:
-                    if config.strict:
-                        raise KeyError(
-                            f"ReduceLROnPlateau monitors {config.monitor!r}, which was not logged; logged metrics: "
-                            f"{sorted(self.trainer.callback_metrics)}."
-                        )
-                    continue
-                config.scheduler.step(torch.as_tensor(monitored).item())
-            else:
-                config.scheduler.step()

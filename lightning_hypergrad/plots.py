@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -36,26 +37,27 @@ def plot_validation_loss(
     return path
 
 
-def plot_hyperparameters(history: Sequence[dict[str, float]], path: Path) -> Path:
-    """One panel per hyperparameter: its value (scalars) or mean with min–max band (tensors) against steps."""
-    names = sorted({key.split("/")[1] for entry in history for key in entry if key.startswith("hparam/")})
+def plot_hyperparameters(history: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One panel per hyperparameter: its value (scalars) or mean with min–max band (tensors) against steps.
+
+    ``history`` holds :class:`~lightning_hypergrad.metrics.HyperstepRecord` entries as dicts (the callback's
+    ``history``): ``step`` and ``hyperparameters`` (name → ``{"value"}`` or ``{"mean", "std", "min", "max"}``).
+    """
+    names = sorted({name for entry in history for name in entry["hyperparameters"]})
     shown = names[:MAX_HYPERPARAMETER_PANELS]
     columns = min(3, max(1, len(shown)))
     rows = max(1, math.ceil(len(shown) / columns))
     figure, grid = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    steps = [entry["step"] for entry in history]
     for axes, name in zip(grid.flat, shown):
-        if f"hparam/{name}" in history[0]:
-            axes.plot(steps, [entry[f"hparam/{name}"] for entry in history])
+        entries = [entry for entry in history if name in entry["hyperparameters"]]
+        steps = [entry["step"] for entry in entries]
+        values = [entry["hyperparameters"][name] for entry in entries]
+        if "value" in values[0]:
+            axes.plot(steps, [value["value"] for value in values])
         else:
-            axes.plot(steps, [entry[f"hparam/{name}/mean"] for entry in history], label="mean")
-            axes.fill_between(
-                steps,
-                [entry[f"hparam/{name}/min"] for entry in history],
-                [entry[f"hparam/{name}/max"] for entry in history],
-                alpha=0.2,
-                label="min–max",
-            )
+            axes.plot(steps, [value["mean"] for value in values], label="mean")
+            low, high = [value["min"] for value in values], [value["max"] for value in values]
+            axes.fill_between(steps, low, high, alpha=0.2, label="min–max")
             axes.legend(fontsize="small")
         axes.set_title(name, fontsize="small")
         axes.set_xlabel("weight step")

@@ -22,7 +22,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from rich.console import Console
 from rich.table import Table
 
-from lightning_hypergrad.callback import HypergradientCallback, hyperparameter_summary
+from lightning_hypergrad.callback import HypergradientCallback
+from lightning_hypergrad.metrics import summarize_hyperparameters
 from lightning_hypergrad.module import BilevelLightningModule
 from lightning_hypergrad.plots import plot_hyperparameters, plot_validation_loss
 
@@ -69,7 +70,7 @@ class RunReport(Callback):
         if self.plots:
             history = hyper.history if hyper is not None else []
             hyperstep_losses = [
-                (e["step"], e["hyper/validation_loss"]) for e in history if "hyper/validation_loss" in e
+                (float(e["step"]), e["validation_loss"]) for e in history if e.get("validation_loss") is not None
             ]
             plot_validation_loss(self.validation_losses, hyperstep_losses, directory / "validation_loss.png")
             if history:
@@ -91,16 +92,10 @@ def build_summary(
             summary[f"{split}_{metric}"] = value
     named: list[tuple[str, Any]] = []
     if isinstance(module, BilevelLightningModule):
-        names = {id(parameter): name for name, parameter in module.named_parameters()}
-        named = [(names.get(id(p), str(i)), p) for i, p in enumerate(module.hyperparameters())]
+        named = module.named_hyperparameters()
         summary["weights"] = sum(p.numel() for p in module.weight_parameters())
         summary["hyperparameters"] = sum(p.numel() for _, p in named)
-    flat = hyperparameter_summary(named)
-    grouped: dict[str, dict[str, float]] = {}
-    for key, value in flat.items():
-        name, _, statistic = key.removeprefix("hparam/").partition("/")
-        grouped.setdefault(name, {})[statistic or "value"] = value
-    summary["hyperparameter_summary"] = grouped
+    summary["hyperparameter_summary"] = summarize_hyperparameters(named)
     summary["hypersteps_taken"] = hyper.taken if hyper is not None else 0
     summary["hypersteps_skipped"] = hyper.skipped if hyper is not None else 0
     summary["global_step"] = global_step

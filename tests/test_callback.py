@@ -79,7 +79,7 @@ def test_fresh_training_batches_come_from_their_own_iterator() -> None:
     fit_classifier(callback, max_epochs=1)
     first_batches = [record["train_batch"][0] for record in callback.records[:2]]
     assert not torch.equal(first_batches[0], first_batches[1])
-    assert callback._train_batches is not None and callback._train_batches.drawn == len(callback.records)
+    assert callback.batches.train is not None and callback.batches.train.drawn == len(callback.records)
 
 
 def fit_with_checkpoint(tmp_path, epochs: int, resume_from=None):
@@ -106,7 +106,7 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path) -
     resumed, resumed_callback, _ = fit_with_checkpoint(tmp_path, epochs=4, resume_from=checkpoint)
 
     assert resumed_callback.taken == straight_callback.taken == (4 * 17 - 2) // 5
-    assert resumed_callback._hyper_batches.drawn == straight_callback._hyper_batches.drawn
+    assert resumed_callback.batches.hyper.drawn == straight_callback.batches.hyper.drawn
     for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-7, msg=f"{name} differs after resume")
     assert not torch.equal(straight.weight_decay.raw[0], torch.tensor(float(torch.tensor(1e-2).log())))

@@ -11,10 +11,18 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_hypergrad import HypergradientCallback, hypergradient, hypergradient_with_solve
-from lightning_hypergrad.distributed import all_reduce_mean, identical_across_processes, shard_loader, world_size
+from lightning_hypergrad.distributed import (
+    agree_on_hypergradients,
+    all_reduce_mean,
+    check_strategy,
+    identical_across_processes,
+    product_averaging,
+    shard_loader,
+    world_size,
+)
 from lightning_hypergrad.solvers import ConjugateGradient, Neumann
 from tests.helpers import RidgeProblem, relative_error
 from tests.lightning_helpers import SavingCallback, digits, make_trainer, small_classifier
@@ -196,3 +204,37 @@ def test_plain_ddp_script_keeps_replicas_identical() -> None:
     assert sorted(line[0] for line in lines) == ["0", "1"]
     assert len({line[1:] for line in lines}) == 1  # same counts and same fingerprint on both processes
     assert lines[0][1] == "2"
+
+
+def seed_worker(worker_id: int) -> None:
+    torch.manual_seed(worker_id)
+
+
+def test_sharding_replaces_only_the_sampler() -> None:
+    generator = torch.Generator().manual_seed(3)
+    loader = DataLoader(
+        TensorDataset(torch.arange(12.0)),
+        batch_size=4,
+        shuffle=True,
+        num_workers=2,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        persistent_workers=True,
+        prefetch_factor=3,
+        timeout=5.0,
+        drop_last=True,
+    )
+    shard = shard_loader(loader, num_replicas=2, rank=1)
+    assert isinstance(shard.sampler, DistributedSampler) and shard.sampler.rank == 1 and shard.sampler.shuffle
+    kept = ("worker_init_fn", "generator", "persistent_workers", "prefetch_factor", "timeout", "num_workers")
+    for attribute in (*kept, "drop_last", "batch_size", "collate_fn", "dataset"):
+        assert getattr(shard, attribute) is getattr(loader, attribute) or getattr(shard, attribute) == getattr(
+            loader, attribute
+        ), attribute
+
+
+def test_strategies_and_sync_modes_pick_their_collectives_in_one_process() -> None:
+    check_strategy(object())  # anything not sharding the weights is accepted
+    assert product_averaging("hvp") is None  # one process: nothing to average
+    parts = (torch.ones(2),)
+    assert agree_on_hypergradients(parts, True, "hypergradient") == (parts, True)

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 from lightning_hypergrad import HypergradientCallback, HypergradientWarning
-from lightning_hypergrad.callback import _loss_scale
+from lightning_hypergrad.loss_evaluation import loss_scale
 from lightning_hypergrad.models import MLPClassifier
 from lightning_hypergrad.solvers import Neumann
 from tests.lightning_helpers import digits, make_trainer, small_classifier
@@ -61,6 +61,6 @@ def test_an_overflow_under_bf16_skips_the_hyperstep() -> None:
 
 def test_the_float16_loss_scale_comes_from_the_weights_grad_scaler() -> None:
     scaler = SimpleNamespace(is_enabled=lambda: True, get_scale=lambda: 4096.0)
-    assert _loss_scale(SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler))) == 4096.0
-    assert _loss_scale(SimpleNamespace(precision_plugin=MixedPrecision("bf16-mixed", "cpu"))) == 1.0
-    assert _loss_scale(SimpleNamespace(precision_plugin=Precision())) == 1.0
+    assert loss_scale(SimpleNamespace(scaler=scaler)) == 4096.0
+    assert loss_scale(MixedPrecision("bf16-mixed", "cpu")) == 1.0
+    assert loss_scale(Precision()) == 1.0

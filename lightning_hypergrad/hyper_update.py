@@ -1,0 +1,108 @@
+"""Turning a hypergradient into a hyperparameter step: the solver per step, the hyper optimizer, the skip rule,
+clipping, projection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_hypergrad import vectors
+from lightning_hypergrad.hypergradient import HypergradientResult, HypergradientWarning
+from lightning_hypergrad.solvers import IHVPSolver, Neumann
+from lightning_hypergrad.vectors import Vector
+
+DEFAULT_HYPER_LEARNING_RATE = 1e-2
+
+
+def checked_solver(solver: object, alpha_from_learning_rate: bool) -> IHVPSolver:
+    """The callback's solver (``Neumann()`` for None); refuses non-solvers and, when α is to follow the learning
+    rate, solvers without an α."""
+    if solver is not None and not isinstance(solver, IHVPSolver):
+        raise TypeError(
+            f"HypergradientCallback(solver={solver!r}): solver must be an IHVPSolver such as Neumann(), "
+            f"ConjugateGradient(), Identity() or Exact(); got {type(solver).__name__}."
+        )
+    checked = Neumann() if solver is None else solver
+    if alpha_from_learning_rate and not hasattr(checked, "alpha"):
+        raise ValueError(
+            f"HypergradientCallback(alpha_from_learning_rate=True) needs a solver with a step size alpha "
+            f"(Neumann or Identity); got {checked!r}."
+        )
+    return checked
+
+
+def solver_for_step(solver: IHVPSolver, alpha_from_learning_rate: bool, trainer: Any) -> IHVPSolver:
+    """``solver``, or a copy whose α is the weight optimizer's current learning rate."""
+    if not alpha_from_learning_rate:
+        return solver
+    return solver.with_alpha(float(trainer.optimizers[0].param_groups[0]["lr"]))
+
+
+def build_hyper_optimizer(
+    factory: Callable[[Any], torch.optim.Optimizer] | None,
+    scheduler_factory: Callable[[torch.optim.Optimizer], Any] | None,
+    hyperparameters: Sequence[nn.Parameter],
+) -> tuple[torch.optim.Optimizer, Any]:
+    """The hyper optimizer (``Adam(lr=1e-2)`` when ``factory`` is None) and its scheduler (or None)."""
+    parameters = list(hyperparameters)
+    optimizer = (
+        factory(parameters) if factory is not None else torch.optim.Adam(parameters, lr=DEFAULT_HYPER_LEARNING_RATE)
+    )
+    scheduler = scheduler_factory(optimizer) if scheduler_factory is not None else None
+    return optimizer, scheduler
+
+
+def skip_reason(result: HypergradientResult, norm: Tensor, failed_anywhere: bool) -> str | None:
+    """Why this hypergradient must not be applied, or None: a failed solve (here or on another process) or a
+    non-finite hypergradient."""
+    if failed_anywhere:
+        if result.solve.converged:
+            return "the solve failed on another process"
+        return f"the solve failed ({result.solve.status.value}, residual {float(result.solve.residual_norm):.3g})"
+    if not bool(torch.isfinite(norm)):
+        return "the hypergradient is not finite"
+    return None
+
+
+def clip_to_norm(hypergradients: Sequence[Tensor], norm: Tensor, max_norm: float | None) -> Vector:
+    """Rescale all hypergradients together to a 2-norm of at most ``max_norm`` (None: unchanged)."""
+    if max_norm is not None and float(norm) > max_norm:
+        return vectors.scale(hypergradients, max_norm / float(norm))
+    return tuple(hypergradients)
+
+
+def apply_hypergradients(
+    module: Any,
+    hyperparameters: Sequence[nn.Parameter],
+    hypergradients: Sequence[Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> None:
+    """One hyper-optimizer step along ``hypergradients``, one scheduler step, then the module's projection."""
+    for parameter, gradient in zip(hyperparameters, hypergradients):
+        parameter.grad = gradient.to(parameter.dtype)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
+    with torch.no_grad():
+        module.project_hyperparameters()
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> None:
+    """Restore the hyper optimizer and scheduler from a callback checkpoint (keys missing in old ones are skipped)."""
+    if state.get("hyper_optimizer") is not None:
+        optimizer.load_state_dict(state["hyper_optimizer"])
+    if scheduler is not None and state.get("hyper_lr_scheduler") is not None:
+        scheduler.load_state_dict(state["hyper_lr_scheduler"])
+
+
+def skip_warning(step: int, reason: str, skipped: int) -> HypergradientWarning:
+    """The warning for a skipped hyperstep: when, why, and what to try."""
+    return HypergradientWarning(
+        f"Skipped the hyperstep at step {step}: {reason}. Hyperparameters are unchanged ({skipped} skipped so "
+        "far). With Neumann, lower alpha or use alpha='auto'; consider damping."
+    )
