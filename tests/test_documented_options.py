@@ -28,7 +28,7 @@ ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
-ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=")
+ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=\S*$")  # `sync="hvp"`; a span with spaces is a command
 # Other libraries' calls the docs write as `name=value` (Trainer flags, torch's autograd and optimizers).
 EXTERNAL_CALLABLES = (L.Trainer, torch.autograd.grad, torch.optim.SGD, torch.optim.Adam)
 
