@@ -13,6 +13,9 @@ class CyclingLoader:
     shuffling samplers such as :class:`~lightning_hypergrad.data.EpochShuffleSampler` or ``DistributedSampler``
     reshuffle per pass. ``drawn`` counts batches handed out; :meth:`skip_to` replays that position in a fresh
     process, which reproduces the same next batch whenever the order of each pass depends only on its index.
+
+    Args:
+        loader: any iterable of batches, usually a DataLoader; it must yield at least one batch per pass.
     """
 
     def __init__(self, loader: Iterable[Any]) -> None:

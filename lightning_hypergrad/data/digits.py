@@ -16,7 +16,16 @@ from lightning_hypergrad.data.samplers import EpochShuffleSampler
 
 @dataclass(frozen=True)
 class DigitsSplit:
-    """Disjoint train / validation / test tensors: inputs are flattened 64-pixel images scaled to [0, 1]."""
+    """Disjoint train / validation / test tensors: inputs are flattened 64-pixel images scaled to [0, 1].
+
+    Attributes:
+        train_inputs: training images, ``(n_train, 64)`` float32.
+        train_targets: their digit labels 0–9, ``(n_train,)`` int64.
+        val_inputs: validation images, ``(n_val, 64)``; the hyperparameters are tuned on these.
+        val_targets: their labels, ``(n_val,)``.
+        test_inputs: test images, ``(n_test, 64)``, never seen while training or tuning.
+        test_targets: their labels, ``(n_test,)``.
+    """
 
     train_inputs: Tensor
     train_targets: Tensor
@@ -101,6 +110,7 @@ class DigitsDataModule(LightningDataModule):
         )
 
     def hyper_dataloader(self) -> DataLoader:
+        """The validation split for the hyperstep, reshuffled per pass, in batches of ``hyper_batch_size``."""
         dataset = TensorDataset(self.split.val_inputs, self.split.val_targets)
         batch_size = self.hyper_batch_size or len(dataset)
         return DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed + 1))

@@ -109,6 +109,7 @@ class TorchvisionDataModule(LightningDataModule):
         return DataLoader(self.test_set, self.eval_batch_size, num_workers=self.num_workers)
 
     def hyper_dataloader(self) -> DataLoader:
+        """The validation split for the hyperstep, reshuffled per pass, in batches of ``hyper_batch_size``."""
         assert self.val_set is not None
         sampler = EpochShuffleSampler(len(self.val_set), self.seed + 1)
         return DataLoader(self.val_set, self.hyper_batch_size, sampler=sampler, num_workers=self.num_workers)

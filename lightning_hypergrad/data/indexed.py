@@ -8,7 +8,11 @@ from torch.utils.data import Dataset
 
 
 class IndexedDataset(Dataset):
-    """Yields ``(index, *example)`` for each example of ``dataset`` (``example`` a tuple, e.g. ``(x, y)``)."""
+    """Yields ``(index, *example)`` for each example of ``dataset`` (``example`` a tuple, e.g. ``(x, y)``).
+
+    Args:
+        dataset: any map-style dataset; a non-tuple example is yielded as ``(index, example)``.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset

@@ -14,6 +14,10 @@ class EpochShuffleSampler(Sampler[int]):
     Lightning calls ``set_epoch`` at the start of every epoch; unlike a sampler drawing from the global RNG or
     a stateful generator, the order of epoch k does not depend on what ran before, so a run resumed from a
     checkpoint sees exactly the batches an uninterrupted run would.
+
+    Args:
+        size: number of examples in the dataset.
+        seed: base seed; epoch k draws its permutation from ``seed + k``.
     """
 
     def __init__(self, size: int, seed: int = 0) -> None:
@@ -22,6 +26,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of pass ``epoch`` (Lightning and the hyperstep's iterators call this)."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:

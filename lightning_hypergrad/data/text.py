@@ -34,7 +34,11 @@ def read_words(path: Path) -> list[str]:
 
 
 class Vocabulary:
-    """Maps words to ids in order of first appearance in the training split; unknown words are refused."""
+    """Maps words to ids in order of first appearance in the training split; unknown words are refused.
+
+    Args:
+        words: the training split's words; each distinct word gets the next id.
+    """
 
     def __init__(self, words: Sequence[str]) -> None:
         self.ids: dict[str, int] = {}
@@ -45,6 +49,7 @@ class Vocabulary:
         return len(self.ids)
 
     def encode(self, words: Sequence[str]) -> Tensor:
+        """The ids of ``words`` as an int64 tensor; raises ``ValueError`` naming words never seen in training."""
         missing = sorted({word for word in words if word not in self.ids})
         if missing:
             raise ValueError(f"{len(missing)} words are missing from the training vocabulary, e.g. {missing[:5]}.")
@@ -52,7 +57,12 @@ class Vocabulary:
 
 
 class WindowDataset(Dataset):
-    """Windows ``(ids[i : i+T], ids[i+1 : i+T+1])`` at stride T over one stream of ids."""
+    """Windows ``(ids[i : i+T], ids[i+1 : i+T+1])`` at stride T over one stream of ids.
+
+    Args:
+        ids: the token ids of one split, a 1-dim int64 tensor.
+        sequence_length: T, the window length; each target window is its input shifted by one token.
+    """
 
     def __init__(self, ids: Tensor, sequence_length: int) -> None:
         self.ids = ids
@@ -157,6 +167,7 @@ class TextDataModule(LightningDataModule):
         return DataLoader(self.splits["test"], self.eval_batch_size)
 
     def hyper_dataloader(self) -> DataLoader:
+        """The validation windows for the hyperstep, reshuffled per pass, in batches of ``hyper_batch_size``."""
         dataset = self.splits["validation"]
         return DataLoader(dataset, self.hyper_batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed + 1))
 

@@ -30,6 +30,7 @@ class LearnedAugmentation(nn.Module):
         self.residual = residual
 
     def forward(self, inputs: Tensor) -> Tensor:
+        """Augmented ``inputs`` (same shape) in training mode; ``inputs`` unchanged in eval mode."""
         if not self.training:
             return inputs
         if self.noise_channels:

@@ -21,6 +21,10 @@ class DistilledData(nn.Module):
         input_shape: shape of one input, e.g. ``(64,)`` for flattened digits or ``(1, 28, 28)``.
         per_class: synthetic examples per class, ``>= 1``.
         init_scale: standard deviation of the random initial inputs (seeded by the global RNG).
+
+    Attributes:
+        inputs: the hyperparameters, ``(num_classes * per_class, *input_shape)``; the fixed ``labels`` buffer
+            gives each row's class (``per_class`` rows per class, in class order).
     """
 
     def __init__(

@@ -31,6 +31,9 @@ class ConcreteDropout(nn.Module):
         shape: shape of the rate tensor, broadcast against the input: ``()`` for one rate, ``(features,)`` for
             one per unit.
 
+    Attributes:
+        logit: the hyperparameter ``logit p``, shaped ``shape``.
+
     References:
         Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017. Gal, Hron, Kendall. Concrete Dropout. NeurIPS 2017.
     """
@@ -47,6 +50,7 @@ class ConcreteDropout(nn.Module):
         return torch.sigmoid(self.logit)
 
     def forward(self, inputs: Tensor) -> Tensor:
+        """Drop and rescale ``inputs`` with relaxed Bernoulli noise in training mode; the identity in eval mode."""
         if not self.training:
             return inputs
         eps = torch.finfo(inputs.dtype).eps

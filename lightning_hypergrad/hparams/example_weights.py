@@ -22,6 +22,9 @@ class ExampleWeights(nn.Module):
         num_examples: size of the training set, ``>= 1``.
         initial: every weight's starting value ``> 0``.
         parametrization: ``"softplus"`` or ``"log"`` (exp).
+
+    Attributes:
+        raw: the hyperparameters θ, one per training example, shape ``(num_examples,)``.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class ExampleWeights(nn.Module):
         return raw.exp() if self.parametrization == "log" else nn.functional.softplus(raw)
 
     def forward(self, indices: Tensor, losses: Tensor) -> Tensor:
+        """The weighted mean ``(1/n) Σ_i c_{idx_i} ℓ_i`` of per-example ``losses`` (same shape as ``indices``)."""
         if indices.shape != losses.shape:
             raise ValueError(f"indices {tuple(indices.shape)} and per-example losses {tuple(losses.shape)} must match.")
         return (self.weights(indices) * losses).mean()

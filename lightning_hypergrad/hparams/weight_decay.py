@@ -28,6 +28,10 @@ class WeightDecay(nn.Module):
             weight: as many hyperparameters as weights).
         parametrization: ``"log"`` or ``"softplus"``.
         initial: the starting coefficient ``c > 0`` of every weight.
+
+    Attributes:
+        raw: the hyperparameters θ, an ``nn.ParameterList``: one scalar (``"global"``), one scalar per weight
+            tensor (``"per_tensor"``) or one tensor shaped like each weight tensor (``"per_weight"``).
     """
 
     def __init__(

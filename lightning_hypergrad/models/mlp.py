@@ -42,4 +42,5 @@ class MLPClassifier(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, inputs: Tensor) -> Tensor:
+        """Class scores ``(batch, num_classes)`` for inputs of any shape ``(batch, ...)``, flattened first."""
         return super().forward(inputs.flatten(1))

@@ -42,8 +42,10 @@ class AugmentationClassifier(ClassifierTask):
         self.augmentation = LearnedAugmentation(generator, noise_channels=noise_channels)
 
     def training_loss(self, batch: Any) -> Tensor:
+        """``L_T``: mean cross-entropy of the network on the augmented (flattened) inputs of a training batch."""
         inputs, targets = batch
         return nn.functional.cross_entropy(self(self.augmentation(inputs.flatten(1))), targets)
 
     def hyperparameters(self) -> list[nn.Parameter]:
+        """All weights of the augmentation network."""
         return list(self.augmentation.parameters())

@@ -25,7 +25,7 @@ class ClassifierTask(BilevelLightningModule):
             ``Adam(lr=learning_rate)``.
         learning_rate: the default optimizer's learning rate.
         **kwargs: ``gradient_clip_val``, ``gradient_clip_algorithm``, ``accumulate_grad_batches``: see
-            :class:`BilevelLightningModule`.
+            :class:`~lightning_hypergrad.BilevelLightningModule`.
     """
 
     def __init__(
@@ -44,9 +44,11 @@ class ClassifierTask(BilevelLightningModule):
         self.test_accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
 
     def forward(self, inputs: Tensor) -> Tensor:
+        """Class scores of ``network`` for a batch of inputs."""
         return self.network(inputs)
 
     def validation_loss(self, batch: Any) -> Tensor:
+        """``L_V``: mean cross-entropy of an ``(inputs, targets)`` batch; no hyperparameter enters it directly."""
         inputs, targets = batch
         return nn.functional.cross_entropy(self(inputs), targets)
 

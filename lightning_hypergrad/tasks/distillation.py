@@ -50,9 +50,11 @@ class DistillationClassifier(ClassifierTask):
         self.weight_decay = weight_decay
 
     def training_loss(self, batch: Any) -> Tensor:
+        """``L_T``: cross-entropy on the distilled examples plus ``½ μ ‖w‖²``; ``batch`` itself is not used."""
         inputs, labels = self.distilled()
         data_loss = nn.functional.cross_entropy(self(inputs), labels)
         return data_loss + 0.5 * self.weight_decay * sum(w.pow(2).sum() for w in self.network.parameters())
 
     def hyperparameters(self) -> list[nn.Parameter]:
+        """The distilled inputs (``distilled.inputs``)."""
         return list(self.distilled.parameters())

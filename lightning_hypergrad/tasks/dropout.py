@@ -12,7 +12,7 @@ from lightning_hypergrad.tasks.classifier import ClassifierTask
 
 
 class DropoutClassifier(ClassifierTask):
-    """An MLP with a :class:`ConcreteDropout` after every hidden layer; the dropout logits are the hyperparameters.
+    """An MLP with a :class:`~lightning_hypergrad.hparams.ConcreteDropout` after every hidden layer; the dropout logits are the hyperparameters.
 
     ``L_T = CE(train)`` with dropout active (rates enter only here) and ``L_V = CE(validation)`` in eval mode,
     so the rates move through the implicit term alone. One rate per hidden unit.
@@ -43,11 +43,14 @@ class DropoutClassifier(ClassifierTask):
         super().__init__(nn.Sequential(*layers), num_classes, **kwargs)
 
     def dropouts(self) -> list[ConcreteDropout]:
+        """The network's ConcreteDropout layers, one after each hidden layer, in order."""
         return [module for module in self.network.modules() if isinstance(module, ConcreteDropout)]
 
     def training_loss(self, batch: Any) -> Tensor:
+        """``L_T``: mean cross-entropy of an ``(inputs, targets)`` batch, with the learnable dropout active."""
         inputs, targets = batch
         return nn.functional.cross_entropy(self(inputs), targets)
 
     def hyperparameters(self) -> list[nn.Parameter]:
+        """Every dropout layer's ``logit`` (the logit of its per-unit rates)."""
         return [dropout.logit for dropout in self.dropouts()]

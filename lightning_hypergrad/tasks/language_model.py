@@ -26,7 +26,7 @@ class LSTMLanguageModel(BilevelLightningModule):
         initial_rate, temperature: the dropouts' starting rate and relaxation temperature.
         optimizer: callable ``params -> Optimizer`` for the weights; ``None`` means ``Adam(lr=learning_rate)``.
         learning_rate: the default optimizer's learning rate.
-        gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches: see :class:`BilevelLightningModule`.
+        gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches: see :class:`~lightning_hypergrad.BilevelLightningModule`.
     """
 
     def __init__(
@@ -54,6 +54,7 @@ class LSTMLanguageModel(BilevelLightningModule):
         self.perplexity = nn.ModuleDict({"validation": Perplexity(), "test": Perplexity()})
 
     def forward(self, ids: Tensor) -> Tensor:
+        """Next-token logits ``(batch, time, vocabulary)`` for token ids ``(batch, time)``."""
         hidden, _ = self.lstm(self.input_dropout(self.embedding(ids)))
         return self.decoder(self.output_dropout(hidden))
 
@@ -63,12 +64,15 @@ class LSTMLanguageModel(BilevelLightningModule):
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     def training_loss(self, batch: Any) -> Tensor:
+        """``L_T``: mean next-token cross-entropy of an ``(ids, targets)`` batch, learnable dropout active."""
         return self._loss(batch)
 
     def validation_loss(self, batch: Any) -> Tensor:
+        """``L_V``: the same cross-entropy; the hyperstep evaluates it in eval mode, so without dropout."""
         return self._loss(batch)
 
     def hyperparameters(self) -> list[nn.Parameter]:
+        """The input and output dropout logits."""
         return [self.input_dropout.logit, self.output_dropout.logit]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -18,7 +18,7 @@ class WeightDecayClassifier(ClassifierTask):
 
     Args:
         network, num_classes: see :class:`ClassifierTask`.
-        decay_granularity: ``"global"``, ``"per_tensor"`` or ``"per_weight"`` (see :class:`WeightDecay`).
+        decay_granularity: ``"global"``, ``"per_tensor"`` or ``"per_weight"`` (see :class:`~lightning_hypergrad.hparams.WeightDecay`).
         decay_parametrization: ``"log"`` or ``"softplus"``.
         initial_decay: every coefficient's starting value.
         **kwargs: ``optimizer``, ``learning_rate``, clipping and accumulation: see :class:`ClassifierTask`.
@@ -42,9 +42,11 @@ class WeightDecayClassifier(ClassifierTask):
         )
 
     def training_loss(self, batch: Any) -> Tensor:
+        """``L_T``: mean cross-entropy of an ``(inputs, targets)`` batch plus the learnable decay penalty."""
         inputs, targets = batch
         data_loss = nn.functional.cross_entropy(self(inputs), targets)
         return data_loss + self.weight_decay(list(self.network.parameters()))
 
     def hyperparameters(self) -> list[nn.Parameter]:
+        """The decay's raw parameters θ (``weight_decay.raw``), one per coefficient group."""
         return list(self.weight_decay.parameters())
