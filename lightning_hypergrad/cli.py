@@ -62,8 +62,11 @@ class HypergradCLI(LightningCLI):
         parser.add_lightning_class_args(RunReport, "report")
 
     def before_fit(self) -> None:
-        # The same contract check the callback makes, before any data is loaded: a broken hyperparameters()
-        # fails here with the module's name rather than deep inside the first training step.
+        """Check the module's bilevel contract before any data is loaded.
+
+        The same check the callback makes: a broken ``hyperparameters()`` fails here with the module's name rather
+        than deep inside the first training step.
+        """
         check_bilevel_module(self.model)
 
     def after_fit(self) -> None:

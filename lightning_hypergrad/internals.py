@@ -36,6 +36,6 @@ def ignore_in_ddp(module: LightningModule, names: Sequence[str]) -> None:
 
 
 def overrides(owner: object, method: str) -> bool:
-    """Whether ``owner`` defines the data hook ``method`` itself rather than inheriting Lightning's placeholder."""
+    """Whether ``owner`` defines the data hook ``method`` itself rather than inheriting Lightning's default stub."""
     implementation = getattr(type(owner), method, None)
     return implementation is not None and implementation is not getattr(DataHooks, method, None)

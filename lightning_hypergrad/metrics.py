@@ -29,7 +29,8 @@ class HyperstepRecord:
         hypergradient_norm: 2-norm of the applied hypergradient (before clipping); NaN when skipped.
         train_gradient_norm, solver_iterations, solver_residual, solver_converged, hvp_count: from the result.
         taken, skipped: the callback's counters after this hyperstep.
-        validation_loss: the hyper batch's validation loss (``None`` if unknown); alpha: the solver's α if any.
+        validation_loss: the hyper batch's validation loss (``None`` if unknown).
+        alpha: the solver's step size α, if it has one.
         hyperparameters: per hyperparameter name, ``{"value": v}`` (one element) or ``{"mean", "std", "min",
             "max"}`` of its raw values after the hyperstep.
     """
