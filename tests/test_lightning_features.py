@@ -114,11 +114,11 @@ def test_an_unlogged_plateau_monitor_is_named() -> None:
 
 
 @pytest.mark.parametrize(("choice", "as_dict"), [(0, False), (1, False), ("noisy", True), (0, True)])
-def test_hypersteps_draw_from_the_chosen_validation_loader(choice: int | str, as_dict: bool) -> None:
+def test_hypersteps_draw_from_the_chosen_validation_loader(choice: int | str, as_dict: bool, tmp_path) -> None:
     clean, noisy = loader(vectors(32, seed=2)), loader(vectors(16, seed=3))
     loaders = {"clean": clean, "noisy": noisy} if as_dict else [clean, noisy]
     callback = RecordingCallback(Identity(), every_n_steps=2, validation_dataloader=choice)
-    checkpoint = ModelCheckpoint(monitor="validation_loss")
+    checkpoint = ModelCheckpoint(tmp_path, monitor="validation_loss")
     trainer = fit(DecayedRegression(linear()), [callback, checkpoint], val=loaders, enable_checkpointing=True)
     expected = noisy if choice in (1, "noisy") else clean
     first_batch = next(iter(expected))[0]
