@@ -97,8 +97,9 @@ def lstm(width: int, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
     arguments = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(arguments.threads)
     attention(arguments.repeats)
     lstm(128, arguments.repeats)
     lstm(650, max(3, arguments.repeats // 2))

@@ -80,7 +80,10 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    train_batch, validation_batch = batch_of(text, arguments.batch, 35, generator), batch_of(text, arguments.batch, 35, generator)
+    train_batch, validation_batch = (
+        batch_of(text, arguments.batch, 35, generator),
+        batch_of(text, arguments.batch, 35, generator),
+    )
     with twice_differentiable_kernels(model):
         gradients = torch.autograd.grad(cross_entropy(model, train_batch) + decay(weights), weights, create_graph=True)
         b = torch.autograd.grad(cross_entropy(model, validation_batch), weights)

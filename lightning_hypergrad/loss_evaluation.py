@@ -55,8 +55,8 @@ def twice_differentiable_kernels(module: nn.Module) -> Iterator[None]:
       backward (on the CPU the flash kernel is picked whenever attention dropout is 0).
     - ``torch.compile``: compiled code runs eagerly (``torch.compiler.set_stance("force_eager")``), since a
       compiled backward cannot be differentiated again; the parameters are the same, only the kernels differ.
-    - RNNs (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) present: oneDNN off (its RNN double backward is several times
-      slower than the native one, see ``benchmarks/lightning_kernels.py``) and cuDNN off (cuDNN's RNN backward has
+    - RNNs (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) present: oneDNN off (its RNN double backward is slower than the
+      native one, 1.3–1.9× in ``benchmarks/lightning_kernels.py``) and cuDNN off (cuDNN's RNN backward has
       no derivative).
     """
     with ExitStack() as stack:
