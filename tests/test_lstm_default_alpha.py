@@ -4,7 +4,7 @@ Kept apart for the solver's owner (issue 13). On this LSTM the 10-step Lanczos e
 1.17× of an 80-step one, but the Hessian is indefinite early in training (λ_min/θ down to −0.62), so with
 α = 1/θ the 20 Neumann terms grow by (1 + α|λ_min|)^20 along negative curvature and the first two hypersteps
 diverge. Choosing α = min(1/θ_max, ln 2 / (K |θ_min|)) from the same Lanczos run removes every skip here
-(``benchmarks/lstm_alpha.py`` measures the larger model). Remove the xfail once the solver does that.
+(``benchmarks/lstm_alpha_tuning.py [--proposed]`` prints these; ``benchmarks/lstm_alpha.py`` the larger model). Remove the xfail once the solver does that.
 """
 
 from __future__ import annotations
