@@ -40,7 +40,7 @@ def test_a_tiny_transformer_is_tuned_end_to_end() -> None:
     callback = HypergradientCallback(Neumann(iterations=5), every_n_steps=2)
     tune(model, callback)
     assert callback.taken == 4 and callback.skipped == 0
-    assert float(model.log_decay) != -2.0
+    assert float(model.log_decay.detach()) != -2.0
 
 
 def test_attention_uses_its_fast_kernel_outside_hypersteps_and_the_math_kernel_inside() -> None:
@@ -81,7 +81,7 @@ def test_a_tiny_lstm_is_tuned_end_to_end_with_onednn_off_only_inside_hypersteps(
     callback = MarkingCallback(Neumann(iterations=5), every_n_steps=2)
     tune(model, callback)
     assert callback.taken == 4 and callback.skipped == 0
-    assert float(model.log_decay) != -2.0
+    assert float(model.log_decay.detach()) != -2.0
     assert {enabled for inside, enabled in model.seen if inside} == {False}
     assert {enabled for inside, enabled in model.seen if not inside} == {True}
     assert torch.backends.mkldnn.enabled
@@ -102,8 +102,8 @@ def test_the_lstm_hypergradient_agrees_with_and_without_onednn() -> None:
             Neumann(alpha=0.5, iterations=10),
         )[0]
 
-    with torch.backends.mkldnn.flags(enabled=True):
-        with_onednn = hypergradient_here()
+    assert torch.backends.mkldnn.enabled  # torch's CPU default: oneDNN kernels outside hypersteps
+    with_onednn = hypergradient_here()
     with hyperstep_context(model):
         without = hypergradient_here()
     # float32 kernels summing in different orders; the issue measured agreement to 1e-7 on the HVPs.
