@@ -16,7 +16,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_hypergrad import contract, distributed, hyper_update, internals, metrics, vectors
+from lightning_hypergrad import averaging, contract, distributed, hyper_update, internals, metrics, vectors
 from lightning_hypergrad.checks import check_choice, check_count, check_non_negative, check_positive
 from lightning_hypergrad.hyper_batches import HyperBatches
 from lightning_hypergrad.hypergradient import HypergradientResult, hypergradient_with_solve
@@ -61,6 +61,8 @@ class HypergradientCallback(Callback):
             inverse of the mean). Either way every process applies the same step.
         check_sync: after every hyperstep verify (one small all-reduce) that all processes hold identical
             hyperparameters, raising if not; a debugging aid.
+        validation_dataloader: with several validation dataloaders (list or dict), the index or key of the one
+            hypersteps draw from (without a ``hyper_dataloader()``); the first by default.
 
     Skipped hypersteps: a failed solve (``converged=False``) or a non-finite hypergradient is never applied;
     it is counted (``hyper/skipped``) and reported with a :class:`HypergradientWarning`. Each hyperstep is
@@ -84,6 +86,7 @@ class HypergradientCallback(Callback):
         alpha_from_learning_rate: bool = False,
         sync: Literal["hvp", "hypergradient"] = "hvp",
         check_sync: bool = False,
+        validation_dataloader: int | str = 0,
     ) -> None:
         super().__init__()
         owner = "HypergradientCallback"
@@ -100,7 +103,7 @@ class HypergradientCallback(Callback):
         self.warm_start, self.check_sync = bool(warm_start), bool(check_sync)
         self.alpha_from_learning_rate = bool(alpha_from_learning_rate)
 
-        self.batches = HyperBatches(fresh_train=self.train_batch == "fresh")
+        self.batches = HyperBatches(self.train_batch == "fresh", validation_dataloader)
         self.hyper_optimizer: torch.optim.Optimizer | None = None
         self.hyper_lr_scheduler: Any = None
         self.taken = self.skipped = 0
@@ -131,12 +134,13 @@ class HypergradientCallback(Callback):
         if self._pending_state is not None:
             hyper_update.load_optimizer_state(self.hyper_optimizer, self.hyper_lr_scheduler, self._pending_state)
             if self.warm_start_solution is not None:
-                weights = _bilevel(pl_module).weight_parameters()
+                weights = contract.bilevel(pl_module).weight_parameters()
                 self.warm_start_solution = [part.to(w.device) for part, w in zip(self.warm_start_solution, weights)]
             self._pending_state = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.batches.start(trainer, pl_module)
+        averaging.keep_hyperparameters_out_of_averages(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -147,11 +151,12 @@ class HypergradientCallback(Callback):
         self.last_step_seen = step
         if step <= self.warmup_steps or (step - self.warmup_steps) % self.every_n_steps != 0:
             return
-        self.hyperstep(trainer, _bilevel(pl_module), batch)
+        self.hyperstep(trainer, contract.bilevel(pl_module), batch)
 
     def hyperstep(self, trainer: Trainer, module: BilevelLightningModule, batch: Any) -> bool:
         """Compute and apply one hyperstep; returns whether it was applied (False when skipped)."""
         train_batch = self.batches.next_train(trainer) if self.train_batch == "fresh" else batch
+        learning_rate = metrics.learning_rate(self.hyper_optimizer)  # before the scheduler steps
         result = self.compute_hypergradient(trainer, module, train_batch, self.batches.next_hyper(trainer))
         failed = not result.solve.converged
         hypergradients, failed = distributed.agree_on_hypergradients(result.hypergradients, failed, self.sync)
@@ -166,7 +171,7 @@ class HypergradientCallback(Callback):
         else:
             self.skipped += 1
             rank_zero_warn(hyper_update.skip_warning(trainer.global_step, reason, self.skipped))
-        self._record(trainer, module, result, norm, applied=reason is None)
+        self._record(trainer, module, result, norm, reason is None, learning_rate)
         return reason is None
 
     def compute_hypergradient(
@@ -227,21 +232,13 @@ class HypergradientCallback(Callback):
         hyperparameters = [parameter for _, parameter in module.named_hyperparameters()]
         optimizer, scheduler = self.hyper_optimizer, self.hyper_lr_scheduler
         hyper_update.apply_hypergradients(module, hyperparameters, hypergradients, optimizer, scheduler)
+        averaging.keep_hyperparameters_out_of_averages(trainer, module)
         if self.check_sync:
             distributed.check_identical(hyperparameters, f"after the hyperstep at step {trainer.global_step}")
 
-    def _record(
-        self, trainer: Trainer, module: BilevelLightningModule, result: HypergradientResult, norm: Tensor, applied: bool
-    ) -> None:
-        named, counts = module.named_hyperparameters(), {"taken": self.taken, "skipped": self.skipped}
-        record = metrics.hyperstep_record(
-            result, named, trainer.global_step, applied, float(norm), self._last_validation_loss, **counts
-        )
+    def _record(self, trainer: Trainer, module: Any, result: Any, norm: Tensor, applied: bool, rate: Any) -> None:
+        counts = {"taken": self.taken, "skipped": self.skipped, "learning_rate": rate}
+        named, loss = module.named_hyperparameters(), self._last_validation_loss
+        record = metrics.hyperstep_record(result, named, trainer.global_step, applied, float(norm), loss, **counts)
         metrics.log_hyperstep(trainer, module, record)
         metrics.append_bounded(self.history, metrics.as_history_entry(record), HISTORY_LIMIT)
-
-
-def _bilevel(pl_module: LightningModule) -> BilevelLightningModule:
-    if not isinstance(pl_module, BilevelLightningModule):
-        raise TypeError(f"HypergradientCallback needs a BilevelLightningModule, got {type(pl_module).__name__}.")
-    return pl_module

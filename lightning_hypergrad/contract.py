@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.pytorch import LightningModule
@@ -11,6 +12,9 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_hypergrad.hypergradient import HypergradientWarning
+
+if TYPE_CHECKING:
+    from lightning_hypergrad.module import BilevelLightningModule
 
 
 def named_hyperparameters(module: LightningModule) -> list[tuple[str, nn.Parameter]]:
@@ -129,3 +133,12 @@ def warn_about_idle_hyperparameters(
             category=HypergradientWarning,
         )
     return True
+
+
+def bilevel(module: LightningModule) -> BilevelLightningModule:
+    """``module``, checked to be a BilevelLightningModule (the callback's hooks receive plain LightningModules)."""
+    from lightning_hypergrad.module import BilevelLightningModule as Bilevel  # the module imports this file
+
+    if not isinstance(module, Bilevel):
+        raise TypeError(f"HypergradientCallback needs a BilevelLightningModule, got {type(module).__name__}.")
+    return module

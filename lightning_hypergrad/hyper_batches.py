@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -24,10 +24,12 @@ class HyperBatches:
 
     Args:
         fresh_train: also keep a stream over the training data (``train_batch="fresh"``).
+        validation_dataloader: which of several validation dataloaders to draw from (see :func:`hyper_loader`).
     """
 
-    def __init__(self, fresh_train: bool) -> None:
+    def __init__(self, fresh_train: bool, validation_dataloader: int | str = 0) -> None:
         self.fresh_train = fresh_train
+        self.validation_dataloader = validation_dataloader
         self.hyper: CyclingLoader | None = None
         self.train: CyclingLoader | None = None
         self._resume_at: dict[str, int] = {}
@@ -35,7 +37,8 @@ class HyperBatches:
     def start(self, trainer: Trainer, module: LightningModule) -> None:
         """Open the streams (at the start of training), at the position a loaded state recorded."""
         shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
-        self.hyper = CyclingLoader(distributed.shard_loader(hyper_loader(trainer, module), **shard))
+        loader = hyper_loader(trainer, module, self.validation_dataloader)
+        self.hyper = CyclingLoader(distributed.shard_loader(loader, **shard))
         self.hyper.skip_to(self._resume_at.get("hyper_batches_drawn", 0))
         if self.fresh_train:
             self.train = CyclingLoader(distributed.shard_loader(fresh_train_loader(trainer, module), **shard))
@@ -71,24 +74,60 @@ def _to_module(trainer: Trainer, batch: Any) -> Any:
     return trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
 
 
-def hyper_loader(trainer: Trainer, module: LightningModule) -> Iterable[Any]:
+def hyper_loader(trainer: Trainer, module: LightningModule, validation_dataloader: int | str = 0) -> Iterable[Any]:
     """The validation data for hypersteps: the first of the datamodule's or the module's ``hyper_dataloader()``,
-    the datamodule's or the module's ``val_dataloader()``, and the ``val_dataloaders`` passed to ``fit``."""
+    the datamodule's or the module's ``val_dataloader()``, and the ``val_dataloaders`` passed to ``fit`` (also
+    under ``limit_val_batches=0``). Several validation loaders (a list or dict): the one at index (or key)
+    ``validation_dataloader``, the first by default.
+
+    Hypersteps cycle through the whole loader: ``limit_val_batches`` limits the validation loop only.
+    """
     datamodule = trainer.datamodule
     for owner in (datamodule, module):
         if owner is not None and callable(getattr(owner, "hyper_dataloader", None)):
             return owner.hyper_dataloader()
     if datamodule is not None and internals.overrides(datamodule, "val_dataloader"):
-        return datamodule.val_dataloader()
+        return select_loader(datamodule.val_dataloader(), validation_dataloader)
     if internals.overrides(module, "val_dataloader"):
-        return module.val_dataloader()
-    internals.set_up_validation_dataloaders(trainer)
-    if trainer.val_dataloaders is not None:
-        return trainer.val_dataloaders
+        return select_loader(module.val_dataloader(), validation_dataloader)
+    loaders = internals.validation_dataloaders(trainer)
+    if loaders is not None:
+        return select_loader(loaders, validation_dataloader)
     raise ValueError(
         "HypergradientCallback found no validation data for hypersteps: define hyper_dataloader() or "
         "val_dataloader() on the datamodule or module, or pass val_dataloaders to trainer.fit."
     )
+
+
+def select_loader(loaders: Any, choice: int | str) -> Iterable[Any]:
+    """``loaders[choice]`` for a list/tuple (an index) or a dict (a key, or an index into its keys); a single
+    loader for choice 0."""
+    where = f"HypergradientCallback(validation_dataloader={choice!r})"
+    if isinstance(loaders, Mapping):
+        keys = list(loaders)
+        if isinstance(choice, int) and 0 <= choice < len(keys):
+            return loaders[keys[choice]]
+        if choice in loaders:
+            return loaders[choice]
+        raise ValueError(f"{where}: the validation dataloaders are a dict with keys {keys}; name one or its index.")
+    if isinstance(loaders, (list, tuple)):
+        if isinstance(choice, int) and 0 <= choice < len(loaders):
+            return loaders[choice]
+        raise ValueError(f"{where}: there are {len(loaders)} validation dataloaders (a list); give an index below it.")
+    if choice != 0:
+        raise ValueError(f"{where}: there is a single validation dataloader; leave validation_dataloader at 0.")
+    return loaders
+
+
+def validation_metric_name(trainer: Trainer | None, dataloader_idx: int) -> str:
+    """What ``validation_step`` logs its loss as: ``validation_loss`` for the first (or only) validation loader,
+    ``validation_loss/<key>`` for the others of a dict, ``validation_loss/dataloader_idx_<k>`` of a list."""
+    if dataloader_idx == 0:
+        return "validation_loss"
+    loaders = trainer.val_dataloaders if trainer is not None else None
+    if isinstance(loaders, Mapping):
+        return f"validation_loss/{list(loaders)[dataloader_idx]}"
+    return f"validation_loss/dataloader_idx_{dataloader_idx}"
 
 
 def fresh_train_loader(trainer: Trainer, module: LightningModule) -> Iterable[Any]:

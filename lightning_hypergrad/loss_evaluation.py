@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins import Precision
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @contextmanager
@@ -35,12 +36,47 @@ def preserved_module_state(module: nn.Module) -> Iterator[None]:
 def hyperstep_context(module: nn.Module) -> Iterator[None]:
     """What the whole hyperstep (losses, solve, mixed term) runs inside.
 
-    Today: :func:`preserved_module_state`. Kernel choices that must hold for the double-backward passes too
-    (an attention or RNN backend with second derivatives) belong here, entered on the same stack.
+    :func:`preserved_module_state`, plus :func:`twice_differentiable_kernels`: the forward passes of a
+    hyperstep must build graphs that can be differentiated twice, which the fast kernels weight steps use are not.
     """
     with ExitStack() as stack:
         stack.enter_context(preserved_module_state(module))
+        stack.enter_context(twice_differentiable_kernels(module))
         yield
+
+
+@contextmanager
+def twice_differentiable_kernels(module: nn.Module) -> Iterator[None]:
+    """Kernel choices under which the hyperstep's Hessian-vector products exist (and are fast); weight steps
+    outside keep the defaults.
+
+    - Attention (``scaled_dot_product_attention``, used by ``nn.MultiheadAttention`` and
+      ``nn.TransformerEncoder``): the math backend. The fused flash / memory-efficient kernels have no double
+      backward (on the CPU the flash kernel is picked whenever attention dropout is 0).
+    - ``torch.compile``: compiled code runs eagerly (``torch.compiler.set_stance("force_eager")``), since a
+      compiled backward cannot be differentiated again; the parameters are the same, only the kernels differ.
+    - RNNs (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) present: oneDNN off (its RNN double backward is slower than the
+      native one, 1.3–1.9× in ``benchmarks/lightning_kernels.py``) and cuDNN off (cuDNN's RNN backward has
+      no derivative).
+    """
+    with ExitStack() as stack:
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        stack.enter_context(torch.compiler.set_stance("force_eager"))
+        if any(isinstance(submodule, nn.RNNBase) for submodule in module.modules()):
+            stack.enter_context(_switched_off(torch.backends.mkldnn))
+            stack.enter_context(_switched_off(torch.backends.cudnn))
+        yield
+
+
+@contextmanager
+def _switched_off(backend: Any) -> Iterator[None]:
+    # Only ``enabled``: torch's own ``flags()`` would also reset ``deterministic`` and the TF32 settings.
+    enabled = backend.enabled
+    backend.enabled = False
+    try:
+        yield
+    finally:
+        backend.enabled = enabled
 
 
 def evaluate_losses(

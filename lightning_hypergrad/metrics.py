@@ -31,6 +31,7 @@ class HyperstepRecord:
         taken, skipped: the callback's counters after this hyperstep.
         validation_loss: the hyper batch's validation loss (``None`` if unknown).
         alpha: the solver's step size α, if it has one.
+        learning_rate: the hyper optimizer's learning rate for this hyperstep (first parameter group).
         hyperparameters: per hyperparameter name, ``{"value": v}`` (one element) or ``{"mean", "std", "min",
             "max"}`` of its raw values after the hyperstep.
     """
@@ -48,6 +49,7 @@ class HyperstepRecord:
     validation_loss: float | None
     alpha: float | None
     hyperparameters: dict[str, dict[str, float]]
+    learning_rate: float | None = None
 
     def logged(self) -> dict[str, float]:
         """The metrics sent to loggers: ``hyper/<field>`` and ``hparam/<name>`` or ``hparam/<name>/<statistic>``."""
@@ -58,6 +60,8 @@ class HyperstepRecord:
             metrics["hyper/alpha"] = self.alpha
         if self.validation_loss is not None:
             metrics["hyper/validation_loss"] = self.validation_loss
+        if self.learning_rate is not None:
+            metrics["hyper/learning_rate"] = self.learning_rate
         for name, statistics in self.hyperparameters.items():
             for statistic, value in statistics.items():
                 metrics[f"hparam/{name}" if statistic == "value" else f"hparam/{name}/{statistic}"] = value
@@ -98,6 +102,7 @@ def hyperstep_record(
     *,
     taken: int,
     skipped: int,
+    learning_rate: float | None = None,
 ) -> HyperstepRecord:
     """The record of one hyperstep from its result and the hyperparameters (named) after it."""
     solve = result.solve
@@ -115,6 +120,7 @@ def hyperstep_record(
         validation_loss=validation_loss,
         alpha=None if solve.alpha is None else float(solve.alpha),
         hyperparameters=summarize_hyperparameters(named),
+        learning_rate=learning_rate,
     )
 
 
@@ -158,3 +164,10 @@ def as_history_entry(record: HyperstepRecord) -> dict[str, Any]:
 def _log_to_loggers(trainer: Trainer, metrics: dict[str, float]) -> None:
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def learning_rate(optimizer: torch.optim.Optimizer | None) -> float | None:
+    """The optimizer's current learning rate (first parameter group), or None without an optimizer."""
+    if optimizer is None:
+        return None
+    return float(torch.as_tensor(optimizer.param_groups[0]["lr"]))

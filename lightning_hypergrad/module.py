@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
+import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_hypergrad import contract, weight_steps
 from lightning_hypergrad.checks import check_choice, check_count, check_positive
+from lightning_hypergrad.hyper_batches import validation_metric_name
 
 
 class BilevelLightningModule(LightningModule):
@@ -36,10 +38,14 @@ class BilevelLightningModule(LightningModule):
 
     Learning-rate schedulers from ``configure_optimizers`` are stepped here (manual optimization leaves that to
     the module), honouring ``interval`` and ``frequency``; if you override ``on_train_epoch_end``, call ``super()``.
+    Accumulation windows end with each epoch, also over an ``IterableDataset``.
 
     Override :meth:`project_hyperparameters` to keep hyperparameters feasible after each hyperstep (say, clamp a
     rate into [0, 1)). ``validation_step`` and ``test_step`` log ``validation_loss`` / ``test_loss`` so
-    ``ModelCheckpoint(monitor="validation_loss")`` and ``EarlyStopping`` work as usual.
+    ``ModelCheckpoint(monitor="validation_loss")`` and ``EarlyStopping`` work as usual. With several validation
+    dataloaders, ``validation_loss`` is the first one's; the others log ``validation_loss/<key>`` (a dict of
+    loaders) or ``validation_loss/dataloader_idx_<k>`` (a list). A ``ReduceLROnPlateau`` steps with the metric
+    named by its ``monitor`` (default ``validation_loss``), whichever form ``configure_optimizers`` returns.
     """
 
     def __init__(
@@ -57,6 +63,11 @@ class BilevelLightningModule(LightningModule):
         check_choice(owner, "gradient_clip_algorithm", gradient_clip_algorithm, ("norm", "value"))
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.accumulate_grad_batches = check_count(owner, "accumulate_grad_batches", accumulate_grad_batches, minimum=1)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "configure_optimizers" in vars(cls):  # keeps ReduceLROnPlateau's monitor, which Lightning drops here
+            cls.configure_optimizers = weight_steps.remembering_plateau_monitors(vars(cls)["configure_optimizers"])
 
     # --- what users implement -------------------------------------------------------------------------------
 
@@ -98,8 +109,11 @@ class BilevelLightningModule(LightningModule):
                 f"{type(self).__name__}.configure_optimizers returned {len(optimizer)} optimizers; a "
                 "BilevelLightningModule trains its weights with exactly one (hyperparameters have the callback's)."
             )
+        if weight_steps.recomputing_batch_norm(self.trainer):  # forward passes only (SWA's last epoch)
+            with torch.no_grad():
+                return self.training_loss(batch)
         loss = self.training_loss(batch)
-        self.manual_backward(loss / self.accumulate_grad_batches, inputs=self.weight_parameters())
+        weight_steps.backward_weights(self, loss / self.accumulate_grad_batches, self.weight_parameters())
         if weight_steps.completes_accumulation(self.trainer, batch_idx, self.accumulate_grad_batches):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -114,9 +128,10 @@ class BilevelLightningModule(LightningModule):
     def on_train_epoch_end(self) -> None:
         weight_steps.step_schedulers(self.trainer, "epoch")
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         loss = self.validation_loss(batch)
-        self.log("validation_loss", loss, prog_bar=True, sync_dist=True)
+        name = validation_metric_name(self.trainer, dataloader_idx)  # "validation_loss" for the first loader
+        self.log(name, loss, prog_bar=dataloader_idx == 0, sync_dist=True, add_dataloader_idx=False)
         return loss
 
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -61,3 +61,13 @@ def test_the_adapter_still_finds_the_private_attributes_it_relies_on() -> None:
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     assert hasattr(trainer.fit_loop.epoch_loop.val_loop, "_data_source")
     assert callable(DistributedDataParallel._set_params_and_buffers_to_ignore_for_model)
+
+
+def test_the_adapter_still_finds_the_weight_averaging_attributes_it_relies_on() -> None:
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging
+
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    assert trainer.fit_loop._skip_backward is False  # SWA's BatchNorm epoch sets it
+    assert StochasticWeightAveraging(swa_lrs=0.1)._average_model is None
+    assert EMAWeightAveraging()._average_model is None
