@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.utils.checkpoint
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "docs" / "_ext"))
@@ -29,8 +30,14 @@ PAGES = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / 
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=\S*$")  # `sync="hvp"`; a span with spaces is a command
-# Other libraries' calls the docs write as `name=value` (Trainer flags, torch's autograd and optimizers).
-EXTERNAL_CALLABLES = (L.Trainer, torch.autograd.grad, torch.optim.SGD, torch.optim.Adam)
+# Other libraries' calls the docs write as `name=value` (Trainer flags, torch's autograd, optimizers, checkpointing).
+EXTERNAL_CALLABLES = (
+    L.Trainer,
+    torch.autograd.grad,
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.utils.checkpoint.checkpoint,
+)
 
 
 def parameter_names(target: Callable) -> set[str]:
