@@ -84,9 +84,9 @@ def test_negative_curvature_at_the_first_step_fails_with_zeros() -> None:
     assert torch.equal(result.solution[0], torch.zeros(3, dtype=torch.float64))
 
 
-def test_non_finite_products_are_reported_as_divergence() -> None:
+def test_non_finite_products_are_reported_as_such() -> None:
     result = ConjugateGradient(iterations=4).solve(lambda v: (v[0] * float("nan"),), (torch.ones(3),))
-    assert result.status is SolveStatus.DIVERGED
+    assert result.status is SolveStatus.NON_FINITE and not result.converged
     assert torch.isfinite(result.solution[0]).all()
 
 
