@@ -100,7 +100,9 @@ class ConjugateGradient(IHVPSolver):
         """The spectral preconditioner in use (``None`` if none) and the solves since it was built."""
         spectral = self._spectral
         return {
-            "spectral": None if spectral is None else {"values": spectral.values, "basis": list(spectral.basis)},
+            "spectral": None
+            if spectral is None
+            else {"values": spectral.values, "basis": list(spectral.basis), "edge": spectral.edge},
             "solves_since_build": self._solves_since_build,
         }
 
@@ -108,7 +110,9 @@ class ConjugateGradient(IHVPSolver):
         """Restore what :meth:`state_dict` returned (missing keys: build afresh at the next solve)."""
         spectral = state.get("spectral")
         self._spectral = (
-            None if spectral is None else SpectralPreconditioner(spectral["values"], tuple(spectral["basis"]))
+            None
+            if spectral is None
+            else SpectralPreconditioner(spectral["values"], tuple(spectral["basis"]), spectral["edge"])
         )
         self._solves_since_build = int(state.get("solves_since_build", 0))
 
@@ -124,12 +128,12 @@ class ConjugateGradient(IHVPSolver):
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         target = vectors.to_working(b, copy=False)
         start = starting_point(hvp, target, initial)
-        precondition, hvp_count = self._preconditioner_for(hvp, start.residual)
+        precondition, hvp_count, built_finite = self._preconditioner_for(hvp, start.residual)
         device = start.warm.device
         check_every = self.check_every or (1 if device.type == "cpu" else ACCELERATOR_CHECK_EVERY)
         run = _run(hvp, start, precondition, self.iterations, (self.rtol * vectors.norm(target)) ** 2, check_every)
         non_finite, negative_curvature, reached, warm = torch.stack(
-            [run.non_finite | ~start.finite, run.negative_curvature, run.residual_squared <= run.tolerance, start.warm]
+            [run.non_finite | ~start.finite | (not built_finite), run.negative_curvature, run.residual_squared <= run.tolerance, start.warm]
         ).tolist()  # one host sync
         status = SolveStatus.ITERATIONS_EXHAUSTED
         if non_finite:
@@ -148,14 +152,16 @@ class ConjugateGradient(IHVPSolver):
             kept_start=warm,
         )
 
-    def _preconditioner_for(self, hvp: HVP, residual: Vector) -> tuple[Callable[[Vector], Vector] | None, int]:
-        """``M⁻¹`` for this solve (``None``: none) and the products spent building it."""
+    def _preconditioner_for(
+        self, hvp: HVP, residual: Vector
+    ) -> tuple[Callable[[Vector], Vector] | None, int, bool]:
+        """``M⁻¹`` for this solve (``None``: none), the products spent building it, whether they were finite."""
         if self.preconditioner == "none":
-            return None, 0
-        products = 0
+            return None, 0, True
+        products, finite = 0, True
         stale = self._spectral is not None and self._solves_since_build >= self.preconditioner_every
         if self._spectral is None or stale:
-            self._spectral = SpectralPreconditioner.build(
+            self._spectral, finite = SpectralPreconditioner.build(
                 hvp, residual, self.preconditioner_steps, self.preconditioner_rank
             )
             self._solves_since_build = 0
@@ -163,8 +169,8 @@ class ConjugateGradient(IHVPSolver):
         self._solves_since_build += 1
         spectral = self._spectral
         if spectral is None or any(part.shape[1:] != r.shape for part, r in zip(spectral.basis, residual)):
-            return None, products
-        return spectral.apply, products
+            return None, products, finite
+        return spectral.apply, products, finite
 
 
 class _Run:

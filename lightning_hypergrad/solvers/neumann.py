@@ -162,7 +162,7 @@ class Neumann(IHVPSolver):
         largest = self._largest_eigenvalue if reused else self._estimate(hvp, start.residual)
         hvp_count += 0 if reused else self.lanczos_steps
         series = _series(hvp, start, _step_size(largest), self.iterations, self.max_growth)
-        if reused and bool(series.overshoot):
+        if reused and bool(series.overshoot & series.finite):
             # The weights moved into sharper curvature since the estimate: estimate again and redo the series.
             largest = self._estimate(hvp, start.residual)
             series = _series(hvp, start, _step_size(largest), self.iterations, self.max_growth)
@@ -203,7 +203,7 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
     """``x = x0 + α Σ_{j≤K} (I − αH)^j r0`` in working precision, holding three weight-sized vectors."""
     term = start.residual  # may be b itself: replaced, never updated in place, at the first step
     initial_norm = vectors.norm(term)
-    solution = vectors.add_scaled_(start.point, alpha, term)
+    solution = vectors.add_scaled(start.point, alpha, term)  # start.point stays intact for a rerun
     moments = []  # (‖t_j‖², t_jᵀ H t_j) for the last two products: the inputs of the overshoot tests
     for step in range(iterations):
         product = apply_hvp(hvp, term)

@@ -17,18 +17,21 @@ from lightning_hypergrad.vectors import Vector
 class SpectralPreconditioner:
     r"""``M⁻¹ = (I − UUᵀ) + U diag(σ/θ) Uᵀ``: H's top Ritz directions rescaled to the edge of the rest.
 
-    ``U`` holds the ``rank`` Ritz vectors of H's largest Ritz values ``θ`` (orthonormal), ``σ`` is the smallest
-    of those kept. Where ``U`` spans eigenvectors of H exactly, ``M⁻¹H`` has eigenvalue σ along them and H's own
-    elsewhere, so the largest eigenvalues no longer set conjugate gradient's pace; the scale of ``M⁻¹`` does
-    not matter to CG. It is symmetric positive definite whenever every kept θ is positive.
+    ``U`` holds the ``rank`` Ritz vectors of H's largest Ritz values ``θ`` (orthonormal), ``σ`` is the next
+    Ritz value below them (the top of the spectrum left). Where ``U`` spans eigenvectors of H exactly, ``M⁻¹H``
+    has eigenvalue σ along them and H's own elsewhere, so the largest eigenvalues no longer set conjugate
+    gradient's pace; the scale of ``M⁻¹`` does not matter to CG. It is symmetric positive definite whenever
+    σ and every kept θ are positive.
 
     Attributes:
         values: the kept Ritz values θ, a 1-D tensor (largest last).
         basis: the Ritz vectors, one stacked tensor per part of the vector, leading dimension ``rank``.
+        edge: σ, a 0-dim tensor.
     """
 
     values: Tensor
     basis: Vector
+    edge: Tensor
 
     def apply(self, residual: Sequence[Tensor]) -> Vector:
         """``M⁻¹ r`` (a fresh vector)."""
@@ -40,18 +43,21 @@ class SpectralPreconditioner:
             start=torch.zeros_like(self.values, device=residual[0].device),
         )
         values = self.values.to(coefficients.device)
-        shifted = coefficients * (values[0] / values - 1)  # remove U Uᵀ r, add back U diag(σ/θ) Uᵀ r
+        shifted = coefficients * (self.edge.to(values) / values - 1)  # remove U Uᵀ r, add back U diag(σ/θ) Uᵀ r
         return tuple(
             part + torch.tensordot(shifted.to(part.dtype), basis.to(part.device), dims=1)
             for basis, part in zip(self.basis, residual)
         )
 
     @classmethod
-    def build(cls, hvp: HVP, start: Sequence[Tensor], steps: int, rank: int) -> SpectralPreconditioner | None:
+    def build(
+        cls, hvp: HVP, start: Sequence[Tensor], steps: int, rank: int
+    ) -> tuple[SpectralPreconditioner | None, bool]:
         """Run ``steps`` Lanczos steps with full reorthogonalisation from ``start``; keep the top ``rank`` pairs.
 
-        Costs ``steps`` products and ``steps`` weight-sized vectors while it runs, ``rank`` afterwards. Returns
-        ``None`` when the products were not finite or the top Ritz values not all positive (no SPD M⁻¹).
+        Costs ``min(steps, P)`` products and as many weight-sized vectors while it runs, ``rank`` afterwards.
+        Returns the preconditioner (``None`` when no Ritz value is positive, or the products were not finite)
+        and whether every product was finite.
         """
         steps = min(steps, sum(part.numel() for part in start))
         basis = [vectors.scale(start, 1.0 / vectors.norm(start).clamp_min(torch.finfo(torch.float32).tiny))]
@@ -68,13 +74,15 @@ class SpectralPreconditioner:
         couplings = torch.stack(off_diagonal[:-1]) if steps > 1 else torch.zeros(0)
         tridiagonal = torch.diag(torch.stack(diagonal)) + torch.diag(couplings, 1) + torch.diag(couplings, -1)
         if not bool(torch.isfinite(tridiagonal).all()):
-            return None
+            return None, False
         values, rotations = torch.linalg.eigh(tridiagonal.double())
         # Keep clearly positive values only (a breakdown leaves zero vectors with zero Ritz values).
-        kept = min(rank, int((values > 1e-6 * values[-1].clamp_min(0)).sum()))
-        if kept == 0 or not values[-1] > 0:
-            return None
+        positive = int((values > 1e-6 * values[-1].clamp_min(0)).sum())
+        kept = min(rank, positive - 1)  # one positive value below the kept ones marks the edge σ
+        if kept < 1:
+            return None, True
+        edge = values[-kept - 1]
         values, rotations = values[-kept:], rotations[:, -kept:]
         stacked = tuple(torch.stack([vector[index] for vector in basis]) for index in range(len(start)))
         ritz_vectors = tuple(torch.tensordot(rotations.T.to(part.dtype), part, dims=1) for part in stacked)
-        return cls(values.to(stacked[0].dtype), ritz_vectors)
+        return cls(values.to(stacked[0].dtype), ritz_vectors, edge.to(stacked[0].dtype)), True
