@@ -1,9 +1,11 @@
-"""Peak memory of one hypergradient as the number of Neumann terms grows, against unrolled differentiation.
+"""Peak memory of one hypergradient against the bare autograd floor and against unrolled differentiation.
 
-The implicit hypergradient keeps a few weight-sized vectors whatever K is; differentiating through K unrolled
-gradient steps keeps every step's graph. Each measurement runs in a fresh process and reports its peak resident
-memory above a baseline process that builds the same model and takes one training gradient (Linux ru_maxrss),
-so the ratios compare like with like. Run: python benchmarks/hypergradient_memory.py
+On the floor problem (``floor_problem.py``: MLP 64-1024-1024-10, 1.13 M weights, one decay per weight, batch
+64). Each measurement runs in a fresh process and reports its peak resident memory (Linux ru_maxrss) above a
+baseline process that builds the same problem and takes one training gradient, so the numbers compare like
+with like. The floor holds v, the product in flight and its result; the target for the library is the floor
+plus one weight-sized vector. Unrolled differentiation through K gradient steps keeps every step's graph.
+Run: python benchmarks/hypergradient_memory.py
 """
 
 from __future__ import annotations
@@ -14,47 +16,33 @@ import subprocess
 import sys
 
 import torch
+from floor_problem import FloorProblem
 
-WIDTH = 1024  # MLP 64-1024-1024-10: about 1.1 M weights, 4.5 MB per float32 vector
+MODES = ("floor", "neumann", "cg", "unrolled")
 
 
 def child(mode: str, steps: int) -> None:
-    from lightning_hypergrad import hypergradient
-    from lightning_hypergrad.data import split_digits
-    from lightning_hypergrad.models import MLPClassifier
-    from lightning_hypergrad.solvers import Neumann
+    from lightning_hypergrad import hypergradient_with_solve
+    from lightning_hypergrad.solvers import ConjugateGradient, Neumann
 
-    torch.manual_seed(0)
-    network = MLPClassifier(hidden=(WIDTH, WIDTH))
-    weights = list(network.parameters())
-    log_decay = torch.tensor(-6.0, requires_grad=True)
-    split = split_digits()
-    inputs, targets = split.train_inputs[:64], split.train_targets[:64]
-    val_inputs, val_targets = split.val_inputs[:64], split.val_targets[:64]
-
-    def train_loss(parameters):
-        logits = torch.func.functional_call(
-            network, dict(zip([n for n, _ in network.named_parameters()], parameters)), (inputs,)
-        )
-        penalty = 0.5 * log_decay.exp() * sum(p.pow(2).sum() for p in parameters)
-        return torch.nn.functional.cross_entropy(logits, targets) + penalty
-
-    def val_loss(parameters):
-        logits = torch.func.functional_call(
-            network, dict(zip([n for n, _ in network.named_parameters()], parameters)), (val_inputs,)
-        )
-        return torch.nn.functional.cross_entropy(logits, val_targets)
-
+    torch.set_num_threads(1)
+    problem = FloorProblem(torch.device("cpu"))
     if mode == "baseline":
-        torch.autograd.grad(train_loss(weights), weights)
-    elif mode == "neumann":
-        hypergradient(train_loss(weights), val_loss(weights), weights, [log_decay], Neumann(steps, alpha=0.1))
-    else:  # unrolled: differentiate through `steps` gradient steps
-        current = weights
+        torch.autograd.grad(problem.train_loss(), problem.weights)
+    elif mode == "floor":
+        problem.floor(steps)
+    elif mode in ("neumann", "cg"):
+        solver = Neumann(steps, alpha=0.05) if mode == "neumann" else ConjugateGradient(steps, rtol=1e-30)
+        result = hypergradient_with_solve(
+            problem.train_loss(), problem.val_loss(), problem.weights, problem.log_decays, solver
+        )
+        assert result.solve.hvp_count == steps, result.solve.status
+    else:  # unrolled: differentiate the validation loss through `steps` gradient steps
+        current = list(problem.weights)
         for _ in range(steps):
-            gradients = torch.autograd.grad(train_loss(current), current, create_graph=True)
-            current = [w - 0.1 * g for w, g in zip(current, gradients)]
-        torch.autograd.grad(val_loss(current), log_decay)
+            gradients = torch.autograd.grad(problem.train_loss(current), current, create_graph=True)
+            current = [w - 0.05 * g for w, g in zip(current, gradients)]
+        torch.autograd.grad(problem.val_loss(current), problem.log_decays)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
 
@@ -73,25 +61,15 @@ def main() -> None:
         child(arguments.child[0], int(arguments.child[1]))
         return
     baseline = measure("baseline", 0)
-    vector_mib = (
-        sum(
-            p.numel()
-            for p in torch.nn.Sequential(
-                torch.nn.Linear(64, WIDTH), torch.nn.Linear(WIDTH, WIDTH), torch.nn.Linear(WIDTH, 10)
-            ).parameters()
-        )
-        * 4
-        / 2**20
-    )
-    print(f"MLP 64-{WIDTH}-{WIDTH}-10 on digits, batch 64; one weight-sized float32 vector = {vector_mib:.1f} MiB")
-    print(f"peak RSS above a one-gradient baseline ({baseline:.0f} MiB), in MiB and in weight-sized vectors")
-    print(f"{'K':>5} {'Neumann (implicit)':>20} {'unrolled K steps':>18}")
-    for steps in (5, 20, 80):
-        neumann = measure("neumann", steps) - baseline
-        unrolled = measure("unrolled", steps) - baseline
-        print(
-            f"{steps:5d} {neumann:10.1f} ({neumann / vector_mib:5.1f}) {unrolled:9.1f} ({unrolled / vector_mib:5.1f})"
-        )
+    vector = FloorProblem(torch.device("cpu")).vector_mib
+    print(f"MLP 64-1024-1024-10 on digits, one decay per weight, batch 64; one weight-sized vector = {vector:.1f} MiB")
+    print(f"peak RSS above a one-gradient baseline ({baseline:.0f} MiB), MiB (weight-sized vectors)")
+    print(f"{'K':>4} " + " ".join(f"{mode:>16}" for mode in MODES) + f" {'Neumann−floor':>14} {'CG−floor':>10}")
+    for steps in (1, 5, 20):
+        peaks = {mode: measure(mode, steps) - baseline for mode in MODES}
+        cells = " ".join(f"{peaks[m]:8.1f} ({peaks[m] / vector:4.1f})" for m in MODES)
+        extra = [(peaks[m] - peaks["floor"]) / vector for m in ("neumann", "cg")]
+        print(f"{steps:4d} {cells} {extra[0]:14.1f} {extra[1]:10.1f}")
 
 
 if __name__ == "__main__":

@@ -180,10 +180,23 @@ def hypergradient_with_solve(
         mixed = vector_product(solve.solution, hparams)
     else:
         mixed = vectors.zeros_like(direct)
+    taken = {part.untyped_storage().data_ptr() for part in solve.solution}
     hypergradients = tuple(
-        (direct_part - mixed_part).to(hparam.dtype) for direct_part, mixed_part, hparam in zip(direct, mixed, hparams)
+        _subtract(direct_part, mixed_part, taken).to(hparam.dtype)
+        for direct_part, mixed_part, hparam in zip(direct, mixed, hparams)
     )
     return HypergradientResult(hypergradients, direct, solve, train_gradient_norm)
+
+
+def _subtract(direct: Tensor, mixed: Tensor, taken: set[int]) -> Tensor:
+    """``direct − mixed``, written over ``mixed`` (a fresh product, so no weight-sized copy) where that is safe.
+
+    Autograd may hand back a tensor it was given (an identity-like mixed term returns x itself), so a product
+    sharing storage with the solution is left alone and the difference is a new tensor.
+    """
+    if mixed.untyped_storage().data_ptr() in taken or mixed.dtype != torch.promote_types(direct.dtype, mixed.dtype):
+        return direct - mixed
+    return mixed.neg_().add_(direct)
 
 
 def _unscaled(vector: Vector, unscale: float) -> Vector:

@@ -81,10 +81,24 @@ def add_scaled_(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor])
     return tuple(a)
 
 
+def subtract_scaled_into(a: Sequence[Tensor], scale: float, b: Sequence[Tensor]) -> Vector:
+    """a − scale * b, written over ``b``'s parts where they share no memory with ``a``'s (no new allocation)."""
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() or y.dtype != x.dtype:
+            out.append(torch.add(x, y, alpha=-scale))
+        else:
+            out.append(torch.add(x, y, alpha=-scale, out=y))
+    return tuple(out)
+
+
 def scale_and_add_(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor]) -> Vector:
     """a ← scale * a + b in place (``a`` must be the caller's own tensors); returns ``a``."""
     for x, y in zip(a, b, strict=True):
-        x.mul_(scale).add_(y)
+        if isinstance(scale, Tensor):
+            torch.addcmul(y, x, scale, out=x)  # one pass; elementwise, so writing over x as it is read is safe
+        else:
+            torch.add(y, x, alpha=scale, out=x)
     return tuple(a)
 
 

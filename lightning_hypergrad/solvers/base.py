@@ -19,7 +19,10 @@ from lightning_hypergrad import vectors
 from lightning_hypergrad.vectors import Vector
 
 HVP = Callable[[Vector], Sequence[Tensor]]
-"""A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike."""
+"""A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike.
+
+It should return fresh tensors (as ``torch.autograd.grad`` does): solvers may write over them to save memory.
+A returned tensor that shares memory with the input vector is detected and left alone."""
 
 
 class SolveStatus(str, enum.Enum):

@@ -203,21 +203,24 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
     """``x = x0 + α Σ_{j≤K} (I − αH)^j r0`` in working precision, holding three weight-sized vectors."""
     term = start.residual  # may be b itself: replaced, never updated in place, at the first step
     initial_norm = vectors.norm(term)
-    solution = vectors.add_scaled(start.point, alpha, term)  # start.point stays intact for a rerun
+    # Out of place: start.point stays intact for a rerun. A cold start skips adding its zeros.
+    solution = vectors.add_scaled(start.point, alpha, term) if bool(start.warm) else vectors.scale(term, alpha)
     moments = []  # (‖t_j‖², t_jᵀ H t_j) for the last two products: the inputs of the overshoot tests
     for step in range(iterations):
         product = apply_hvp(hvp, term)
         if step >= iterations - 2:
             moments.append((vectors.dot(term, term), vectors.dot(term, product)))
-        if step == 0:
-            term = vectors.add_scaled(term, -alpha, product)
+        if step == 0:  # the product's buffer becomes t_1 where it is fresh; t_0 may be b, left alone
+            term = vectors.subtract_scaled_into(term, alpha, product)
         else:
             vectors.add_scaled_(term, -alpha, product)
         vectors.add_scaled_(solution, alpha, term)
         del product
 
     residual_norm = vectors.norm(term)
-    finite = vectors.all_finite(solution) & torch.isfinite(residual_norm)
+    # NaN or inf in any term stays in every later one (t_{j+1} = t_j − α H t_j), so the last term's norm tells;
+    # the sum's norm (one pass, not four as an elementwise check) catches an overflow of α Σ t_j itself.
+    finite = torch.isfinite(residual_norm) & torch.isfinite(vectors.norm(solution))
     previous_squared, previous_curvature = moments[-1]
     # (a) growing and sign-flipping, above the rounding floor where noise could mimic it.
     significant = residual_norm > initial_norm * torch.finfo(residual_norm.dtype).eps ** 0.5
