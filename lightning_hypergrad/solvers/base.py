@@ -144,11 +144,13 @@ class Start:
     """Where a solve starts: ``point`` x0 and its ``residual`` b − H x0.
 
     Attributes:
-        point: x0, a fresh tensor per part (the solver may update it in place).
+        point: x0. From a warm start a fresh tensor per part (the solver may update it in place); without one,
+            read-only broadcast views of zero that take no memory (:attr:`cold`).
         residual: ``b − H x0``; may be ``b`` itself, so never update it in place.
         hvp_count: products spent choosing the start (0 or 1).
         warm: a 0-dim bool tensor, true when ``point`` is the caller's warm start rather than zero.
         finite: a 0-dim bool tensor, false when the warm start's product held NaN or inf.
+        cold: no warm start was passed (known on the host, unlike ``warm``).
     """
 
     point: Vector
@@ -156,6 +158,7 @@ class Start:
     hvp_count: int
     warm: Tensor
     finite: Tensor
+    cold: bool = False
 
 
 def starting_point(hvp: HVP, b: Vector, initial: Sequence[Tensor] | None) -> Start:
@@ -167,7 +170,8 @@ def starting_point(hvp: HVP, b: Vector, initial: Sequence[Tensor] | None) -> Sta
     """
     no = torch.zeros((), dtype=torch.bool, device=b[0].device if b else None)
     if initial is None:
-        return Start(vectors.zeros_like(b), b, 0, warm=no, finite=~no)
+        zeros = tuple(torch.zeros((), dtype=part.dtype, device=part.device).expand(part.shape) for part in b)
+        return Start(zeros, b, 0, warm=no, finite=~no, cold=True)
     check_initial(b, initial)
     guess = vectors.cast_like(vectors.to_working(initial), b)
     guess_residual = vectors.add_scaled(b, -1.0, apply_hvp(hvp, guess))

@@ -48,7 +48,10 @@ class ConjugateGradient(IHVPSolver):
     :class:`~lightning_hypergrad.solvers.spectral.SpectralPreconditioner` built from ``preconditioner_steps``
     Lanczos steps (started from the residual of the solve that builds it): the ``preconditioner_rank`` largest
     eigen-directions no longer slow CG down. It is rebuilt every ``preconditioner_every`` solves, and its
-    products count in the ``hvp_count`` of the solve that builds it; it is kept in :meth:`state_dict`.
+    products count in the ``hvp_count`` of the solve that builds it; it is kept in :meth:`state_dict`. Memory:
+    ``preconditioner_rank`` weight-sized vectors kept, ``preconditioner_steps`` while building. On a converged
+    tanh MLP with Hessian condition 1.2e4 the defaults reach cosine 0.991 to the exact hypergradient with 30
+    products per solve, where plain CG reaches 0.916 (``benchmarks/solver_accuracy.py``).
 
     The iteration runs on the device without waiting for the host: finished or failed runs freeze their
     iterate by masking, and the host checks whether all work is done every ``check_every`` iterations (by
@@ -80,8 +83,8 @@ class ConjugateGradient(IHVPSolver):
         rtol: float = 1e-6,
         check_every: int | None = None,
         preconditioner: Literal["none", "spectral"] = "none",
-        preconditioner_rank: int = 16,
-        preconditioner_steps: int = 24,
+        preconditioner_rank: int = 20,
+        preconditioner_steps: int = 30,
         preconditioner_every: int = 10,
     ) -> None:
         self.iterations = check_count("ConjugateGradient", "iterations", iterations, minimum=1)
@@ -177,7 +180,8 @@ class _Run:
     """The state of a CG run: the iterate, its residual and the flags, all on the device."""
 
     def __init__(self, start: Start, tolerance: Tensor) -> None:
-        self.solution = start.point  # a fresh vector: updated in place
+        # Updated in place: a fresh vector (a cold start's point is a read-only view of zero).
+        self.solution = vectors.zeros_like(start.residual) if start.cold else start.point
         self.residual = start.residual  # may be b itself: replaced, not updated in place, at the first step
         self.tolerance = tolerance
         self.residual_squared = vectors.dot(self.residual, self.residual)

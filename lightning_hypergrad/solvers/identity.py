@@ -47,7 +47,7 @@ class Identity(IHVPSolver):
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         target = vectors.to_working(b, copy=False)
         start = starting_point(hvp, target, initial)
-        solution = vectors.add_scaled_(start.point, self.alpha, start.residual)
+        solution = vectors.add_scaled(start.point, self.alpha, start.residual)
         finite = bool(vectors.all_finite(solution) & start.finite)
         return finish(
             solution,

@@ -204,7 +204,8 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
     term = start.residual  # may be b itself: replaced, never updated in place, at the first step
     initial_norm = vectors.norm(term)
     # Out of place: start.point stays intact for a rerun. A cold start skips adding its zeros.
-    solution = vectors.add_scaled(start.point, alpha, term) if bool(start.warm) else vectors.scale(term, alpha)
+    cold = start.cold or not bool(start.warm)
+    solution = vectors.scale(term, alpha) if cold else vectors.add_scaled(start.point, alpha, term)
     moments = []  # (‖t_j‖², t_jᵀ H t_j) for the last two products: the inputs of the overshoot tests
     for step in range(iterations):
         product = apply_hvp(hvp, term)

@@ -155,7 +155,7 @@ def test_warm_start_solves_the_residual_system() -> None:
     assert result.hvp_count == 10
 
 
-@pytest.mark.parametrize("iterations", [5, 10, 20])
+@pytest.mark.parametrize("iterations", [4, 5, 10, 20, 60])
 def test_an_overshoot_hidden_behind_shrinking_terms_is_detected(iterations: int) -> None:
     # αλ = 2.1 along a small component: the terms shrink overall, yet the series diverges along it.
     hessian = torch.diag(torch.tensor([0.1, 1.0, 2.0], dtype=torch.float64))
@@ -236,3 +236,13 @@ def test_failure_advice_fits_the_step_size_setting() -> None:
     advice = auto.failure_advice(result)
     assert "raise lanczos_steps" in advice and "damping" in advice and "use alpha='auto'" not in advice
     assert auto.failure_advice(Neumann(iterations=3).solve(lambda v: (hessian @ v[0],), (0 * b,))) == ""
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_the_documented_miss_of_very_short_series(iterations: int) -> None:
+    # docs/theory.md and docs/solvers.md say K ≤ 3 misses this overshoot; keep them honest.
+    hessian = torch.diag(torch.tensor([0.1, 1.0, 2.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 1.0, 0.05], dtype=torch.float64)
+    result = Neumann(iterations=iterations, alpha=1.05).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.converged
+    torch.testing.assert_close(result.solution[0], truncated_series(hessian, b, iterations, 1.05))
