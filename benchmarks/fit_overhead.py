@@ -78,17 +78,17 @@ def variants(config: dict, default: bool) -> dict[str, dict | None]:
     return found
 
 
-def run(config: dict | None, base: dict, directory: Path) -> tuple[float, float]:
-    """Fit once; returns (wall seconds of trainer.fit, validation loss of the final weights)."""
+def run(config: dict | None, base: dict, directory: Path) -> tuple[float, float, float]:
+    """Fit once; returns wall and CPU seconds of ``trainer.fit`` and the validation loss of the final weights."""
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(base if config is None else config))
     extra = ["--trainer.callbacks=[]"] if config is None else []
     cli = HypergradCLI(args=["--config", str(path), *QUIET, *extra], run=False)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     cli.trainer.fit(cli.model, cli.datamodule)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     results = cli.trainer.test(cli.model, dataloaders=cli.datamodule.val_dataloader(), verbose=False)
-    return seconds, float(results[0]["test_loss"])
+    return seconds, cpu_seconds, float(results[0]["test_loss"])
 
 
 def main() -> None:
@@ -101,22 +101,32 @@ def main() -> None:
         base = yaml.safe_load((ROOT / name).read_text())
         cases = variants(base, default=index == 0 and name == DEFAULT_CONFIGS[0])
         times: dict[str, list[float]] = {case: [] for case in cases}
+        cpu_times: dict[str, list[float]] = {case: [] for case in cases}
         losses: dict[str, list[float]] = {case: [] for case in cases}
         with tempfile.TemporaryDirectory() as directory:
             for config in cases.values():  # warm-up: imports, allocator and first-call costs stay out of the timing
                 run(config, base, Path(directory))
             for _ in range(arguments.repeats):
                 for case, config in cases.items():
-                    seconds, loss = run(config, base, Path(directory))
+                    seconds, cpu_seconds, loss = run(config, base, Path(directory))
                     times[case].append(seconds)
+                    cpu_times[case].append(cpu_seconds)
                     losses[case].append(loss)
         plain = statistics.median(times["plain (no callback)"])
-        print(f"\n{name}: plain fit {plain:.1f} s (median of {arguments.repeats}, interleaved, 1 thread)")
-        print(f"{'variant':<58} {'× plain':>8} {'range':>13} {'validation loss':>16}")
+        plain_cpu = statistics.median(cpu_times["plain (no callback)"])
+        print(
+            f"\n{name}: plain fit {plain:.1f} s wall, {plain_cpu:.1f} s CPU "
+            f"(median of {arguments.repeats}, interleaved, 1 thread)"
+        )
+        print(f"{'variant':<58} {'× plain (wall)':>15} {'range':>11} {'× plain (CPU)':>14} {'validation loss':>16}")
         for case in cases:
             ratio = statistics.median(times[case]) / plain
             low, high = min(times[case]) / plain, max(times[case]) / plain
-            print(f"{case:<58} {ratio:8.2f} {low:6.2f}–{high:<6.2f} {statistics.median(losses[case]):16.4f}")
+            cpu_ratio = statistics.median(cpu_times[case]) / plain_cpu
+            print(
+                f"{case:<58} {ratio:15.2f} {low:5.2f}–{high:<5.2f} {cpu_ratio:14.2f} "
+                f"{statistics.median(losses[case]):16.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ class FloorProblem:
     def __init__(self, device: torch.device, width: int = WIDTH) -> None:
         torch.manual_seed(0)
         self.network = torch.nn.Sequential(
-            torch.nn.Linear(64, width), torch.nn.Tanh(), torch.nn.Linear(width, width), torch.nn.Tanh(),
+            torch.nn.Linear(64, width),
+            torch.nn.Tanh(),
+            torch.nn.Linear(width, width),
+            torch.nn.Tanh(),
             torch.nn.Linear(width, 10),
         ).to(device)
         self.weights = list(self.network.parameters())

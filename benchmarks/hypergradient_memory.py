@@ -58,7 +58,9 @@ def main() -> None:
     print("peak live tensor memory of one hypergradient, MiB (weight-sized vectors)")
     print(f"{'K':>4} " + " ".join(f"{name:>16}" for name in cases) + f" {'Neumann−floor':>14} {'CG−floor':>9}")
     for steps in (1, 5, 20):
-        peaks = {name: peak_mib(lambda function=function: function(steps)) for name, function in cases.items()}
+        peaks = {
+            name: peak_mib(lambda function=function, steps=steps: function(steps)) for name, function in cases.items()
+        }
         cells = " ".join(f"{peaks[name]:8.1f} ({peaks[name] / vector:4.1f})" for name in cases)
         extra = [(peaks[name] - peaks["floor"]) / vector for name in ("Neumann", "CG")]
         print(f"{steps:4d} {cells} {extra[0]:14.1f} {extra[1]:9.1f}")

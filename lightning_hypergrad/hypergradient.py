@@ -148,8 +148,7 @@ def hypergradient_with_solve(
 
     # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass (and one average).
     validation_gradients = reduce(_unscaled(_gradients(val_loss * loss_scale, params + hparams), unscale))
-    validation_gradient = validation_gradients[: len(params)]
-    direct = validation_gradients[len(params) :]
+    validation_gradient, direct = validation_gradients[: len(params)], validation_gradients[len(params) :]
 
     # g = S ∂L_T/∂w with its own graph, built once: the Hessian and mixed products below all differentiate it.
     train_gradient = _gradients(train_loss * loss_scale, params, create_graph=True)
@@ -180,12 +179,16 @@ def hypergradient_with_solve(
         mixed = vector_product(solve.solution, hparams)
     else:
         mixed = vectors.zeros_like(direct)
-    taken = {part.untyped_storage().data_ptr() for part in solve.solution}
-    hypergradients = tuple(
+    return HypergradientResult(_combine(direct, mixed, solve.solution, hparams), direct, solve, train_gradient_norm)
+
+
+def _combine(direct: Vector, mixed: Vector, solution: Vector, hparams: Vector) -> tuple[Tensor, ...]:
+    """``direct − mixed`` per hyperparameter, in its dtype."""
+    taken = {part.untyped_storage().data_ptr() for part in solution}
+    return tuple(
         _subtract(direct_part, mixed_part, taken).to(hparam.dtype)
         for direct_part, mixed_part, hparam in zip(direct, mixed, hparams)
     )
-    return HypergradientResult(hypergradients, direct, solve, train_gradient_norm)
 
 
 def _subtract(direct: Tensor, mixed: Tensor, taken: set[int]) -> Tensor:
@@ -216,7 +219,9 @@ def _gradients(loss: Tensor, inputs: Vector, create_graph: bool = False) -> Vect
         if not loss.requires_grad:
             return vectors.zeros_like(inputs)
         return tuple(
-            torch.autograd.grad(loss, inputs, retain_graph=True, create_graph=True, allow_unused=True, materialize_grads=True)
+            torch.autograd.grad(
+                loss, inputs, retain_graph=True, create_graph=True, allow_unused=True, materialize_grads=True
+            )
         )
     found: Sequence[Tensor | None] = (
         torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)

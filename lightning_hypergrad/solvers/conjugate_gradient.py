@@ -136,7 +136,12 @@ class ConjugateGradient(IHVPSolver):
         check_every = self.check_every or (1 if device.type == "cpu" else ACCELERATOR_CHECK_EVERY)
         run = _run(hvp, start, precondition, self.iterations, (self.rtol * vectors.norm(target)) ** 2, check_every)
         non_finite, negative_curvature, reached, warm = torch.stack(
-            [run.non_finite | ~start.finite | (not built_finite), run.negative_curvature, run.residual_squared <= run.tolerance, start.warm]
+            [
+                run.non_finite | ~start.finite | (not built_finite),
+                run.negative_curvature,
+                run.residual_squared <= run.tolerance,
+                start.warm,
+            ]
         ).tolist()  # one host sync
         status = SolveStatus.ITERATIONS_EXHAUSTED
         if non_finite:
@@ -155,9 +160,7 @@ class ConjugateGradient(IHVPSolver):
             kept_start=warm,
         )
 
-    def _preconditioner_for(
-        self, hvp: HVP, residual: Vector
-    ) -> tuple[Callable[[Vector], Vector] | None, int, bool]:
+    def _preconditioner_for(self, hvp: HVP, residual: Vector) -> tuple[Callable[[Vector], Vector] | None, int, bool]:
         """``M⁻¹`` for this solve (``None``: none), the products spent building it, whether they were finite."""
         if self.preconditioner == "none":
             return None, 0, True

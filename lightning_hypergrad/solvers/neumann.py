@@ -17,8 +17,8 @@ from lightning_hypergrad.solvers.base import (
     IHVPSolver,
     SolveResult,
     SolveStatus,
-    apply_hvp,
     Start,
+    apply_hvp,
     finish,
     starting_point,
 )

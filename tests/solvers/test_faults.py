@@ -69,7 +69,9 @@ def test_a_non_finite_product_fails_the_solve_without_raising(name: str, where: 
 
 
 def test_exact_reports_a_non_finite_right_hand_side() -> None:
-    result = Exact().solve(lambda v: (HESSIAN @ v[0],), (torch.tensor([1.0, float("nan"), 0, 0, 0, 0], dtype=torch.float64),))
+    result = Exact().solve(
+        lambda v: (HESSIAN @ v[0],), (torch.tensor([1.0, float("nan"), 0, 0, 0, 0], dtype=torch.float64),)
+    )
     assert result.status is SolveStatus.NON_FINITE and not result.converged
     assert torch.equal(result.solution[0], torch.zeros(6, dtype=torch.float64))
 
