@@ -41,16 +41,16 @@ def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[
     for _ in range(steps):
         product = vectors.add_scaled(apply_hvp(hvp, current), -beta, previous)
         alpha = vectors.dot(product, current)
-        scale = vectors.norm(product)
         product = vectors.add_scaled(product, -alpha, current)
         beta = vectors.norm(product)
         finite = finite & torch.isfinite(alpha) & torch.isfinite(beta)
         diagonal.append(torch.where(broken, diagonal[0], alpha) if diagonal else alpha)
-        broken = broken | (beta <= BREAKDOWN_TOLERANCE * eps * scale)
+        # ‖H q_j − β_j q_{j−1}‖² = α_j² + β_{j+1}² (an orthogonal split): the breakdown test needs no extra pass.
+        broken = broken | (beta <= BREAKDOWN_TOLERANCE * eps * (alpha.square() + beta.square()).sqrt())
         off_diagonal.append(torch.where(broken, torch.zeros_like(beta), beta))
-        # After a breakdown q_{j+1} would be rounding noise blown up by 1/β: stop with zero vectors instead.
-        following = vectors.scale(product, 1.0 / beta.clamp_min(tiny))
-        previous, current = current, vectors.where(broken, vectors.zeros_like(following), following)
+        # After a breakdown q_{j+1} would be rounding noise blown up by 1/β: continue with zero vectors instead.
+        inverse = torch.where(broken, torch.zeros_like(beta), 1.0 / beta.clamp_min(tiny))
+        previous, current = current, vectors.scale(product, inverse)
     tridiagonal = torch.diag(torch.stack(diagonal))
     if steps > 1:
         couplings = torch.stack(off_diagonal[:-1])
