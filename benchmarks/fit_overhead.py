@@ -9,7 +9,8 @@ Loggers, checkpoints, progress bars and the end-of-fit report are off in every r
 Variants of the default config measure the levers: how often λ_max is re-estimated (``lanczos_every``), how
 often to hyperstep (``every_n_steps``), series length, and ``Identity`` (no Hessian products at all: what
 remains is the per-hyperstep Python and gradient overhead).
-Run: python benchmarks/fit_overhead.py [--repeats 3] [--configs configs/digits_weight_decay.yaml ...]
+Run: python benchmarks/fit_overhead.py [--repeats 3] [--configs configs/digits_weight_decay.yaml ...] [--no-variants]
+(``--no-variants`` also runs against older versions of the package, whose solvers lack ``lanczos_every``.)
 """
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--no-variants", action="store_true", help="only the plain and the configured fit")
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     for index, name in enumerate(arguments.configs):
         base = yaml.safe_load((ROOT / name).read_text())
-        cases = variants(base, default=index == 0 and name == DEFAULT_CONFIGS[0])
+        cases = variants(base, default=index == 0 and name == DEFAULT_CONFIGS[0] and not arguments.no_variants)
         times: dict[str, list[float]] = {case: [] for case in cases}
         cpu_times: dict[str, list[float]] = {case: [] for case in cases}
         losses: dict[str, list[float]] = {case: [] for case in cases}

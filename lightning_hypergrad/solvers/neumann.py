@@ -63,7 +63,8 @@ class Neumann(IHVPSolver):
       heuristic: Ritz values lie inside the spectrum along b. What is not detected is an overshooting component
       too small to move either test yet: its share of the last terms is then still below rounding-level
       influence on (b), and its error in the sum is at most ``α Σ_j |1 − αλ|^j`` times that small share;
-    - the terms grew by more than ``max_growth``: ``‖(I − αH)^K b‖ > max_growth · ‖b‖``; or
+    - the terms grew by more than ``max_growth``: ``‖(I − αH)^K b‖ > max_growth · ‖b‖``, or at one of the terms
+      1, 2, 4, 8, … (so a series that overflows to inf later is still reported as diverged); or
     - ``alpha="auto"`` finds no curvature along a nonzero b (θ ≤ 0: no step size makes the series converge).
 
     Slower, same-signed growth comes from negative curvature along ``b`` (a saddle region, common early in
@@ -207,6 +208,8 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
     cold = start.cold or not bool(start.warm)
     solution = vectors.scale(term, alpha) if cold else vectors.add_scaled(start.point, alpha, term)
     moments = []  # (‖t_j‖², t_jᵀ H t_j) for the last two products: the inputs of the overshoot tests
+    # Growth seen at terms 1, 2, 4, 8, …: a series that overflows later still reports that it diverged.
+    grew_early = torch.zeros((), dtype=torch.bool, device=initial_norm.device)
     for step in range(iterations):
         product = apply_hvp(hvp, term)
         if step >= iterations - 2:
@@ -217,6 +220,9 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
             vectors.add_scaled_(term, -alpha, product)
         vectors.add_scaled_(solution, alpha, term)
         del product
+        if step & (step + 1) == 0:
+            size = vectors.norm(term)
+            grew_early |= torch.isfinite(size) & (size > max_growth * initial_norm)
 
     residual_norm = vectors.norm(term)
     # NaN or inf in any term stays in every later one (t_{j+1} = t_j − α H t_j), so the last term's norm tells;
@@ -230,7 +236,8 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
     overshoot = (grows & flips & significant) | (_smallest_ritz_value(moments, alpha) < -(1 + RITZ_MARGIN))
     grew_too_much = residual_norm > max_growth * initial_norm
     quotients = [torch.where(squared > 0, curvature / squared, 0) for squared, curvature in moments]
-    return _Series(solution, residual_norm, finite, overshoot | grew_too_much, torch.stack(quotients).max())
+    diverged = ((overshoot | grew_too_much) & finite) | grew_early  # finite growth, not NaN's comparisons
+    return _Series(solution, residual_norm, finite, diverged, torch.stack(quotients).max())
 
 
 def _smallest_ritz_value(moments: list[tuple[Tensor, Tensor]], alpha: float) -> Tensor:
@@ -261,10 +268,10 @@ def _smallest_ritz_value(moments: list[tuple[Tensor, Tensor]], alpha: float) -> 
 def _result(series: _Series, b: Sequence[Tensor], start: Start, iterations: int, hvp_count: int, alpha: float):
     finite, overshoot = torch.stack([series.finite & start.finite, series.overshoot]).tolist()  # one host sync
     status = SolveStatus.ITERATIONS_EXHAUSTED
-    if not finite:
-        status = SolveStatus.NON_FINITE
-    elif overshoot:
+    if overshoot:  # before non-finite: an overflow that follows growth is divergence, not a NaN product
         status = SolveStatus.DIVERGED
+    elif not finite:
+        status = SolveStatus.NON_FINITE
     return finish(
         series.solution,
         b,
