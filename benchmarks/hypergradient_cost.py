@@ -7,6 +7,8 @@ with the same K products, interleaving repetitions and taking medians so that th
 hits all alike. On the CPU the clock is the process's CPU time (one thread), which other processes on a
 shared machine do not inflate; on CUDA it is wall time. Prints ratios to the floor; the target is ≤ 1.05×.
 Run: python benchmarks/hypergradient_cost.py [--device cuda] [--width 1024] [--repeats 7]
+``--default-job`` instead prints CPU ms per call on the default job's small network (works against older
+versions of the package too, for before/after comparisons).
 """
 
 from __future__ import annotations
@@ -22,14 +24,67 @@ from lightning_hypergrad import hypergradient_with_solve
 from lightning_hypergrad.solvers import ConjugateGradient, Neumann
 
 
+def default_job_breakdown(repeats: int) -> None:
+    """Per-call CPU time on the default job's network (MLP 64-128-10, one decay per weight, batch 64)."""
+    import lightning as L
+
+    from lightning_hypergrad.data import split_digits
+    from lightning_hypergrad.models import MLPClassifier
+    from lightning_hypergrad.solvers import Identity
+    from lightning_hypergrad.tasks import WeightDecayClassifier
+
+    L.seed_everything(0, verbose=False)
+    model = WeightDecayClassifier(network=MLPClassifier(hidden=(128,)), decay_granularity="per_weight")
+    split = split_digits()
+    train_batch, validation_batch = (
+        (split.train_inputs[:64], split.train_targets[:64]),
+        (
+            split.val_inputs[:64],
+            split.val_targets[:64],
+        ),
+    )
+    weights, hyperparameters = model.weight_parameters(), model.hyperparameters()
+    optimizer = torch.optim.Adam(weights, 1e-3)
+
+    def training_step() -> None:
+        optimizer.zero_grad()
+        model.training_loss(train_batch).backward()
+        optimizer.step()
+
+    def with_solver(solver):
+        return lambda: hypergradient_with_solve(
+            model.training_loss(train_batch), model.validation_loss(validation_batch), weights, hyperparameters, solver
+        )
+
+    cases = {
+        "one training step (forward, backward, Adam)": training_step,
+        "hypergradient, Identity (no products)": with_solver(Identity(0.1)),
+        "hypergradient, Neumann(20, alpha=0.01)": with_solver(Neumann(20, 0.01)),
+        "hypergradient, Neumann(20, 'auto')": with_solver(Neumann(20)),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, function in cases.items():
+            start = time.process_time()
+            function()
+            timings[name].append(time.process_time() - start)
+    print(f"\ndefault job's network (9,610 weights), CPU ms per call, median of {repeats} interleaved")
+    for name, samples in timings.items():
+        print(f"{name:<48} {1000 * statistics.median(samples):7.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--default-job", action="store_true", help="only the per-call breakdown on the default job")
     parser.add_argument("--width", type=int, default=WIDTH)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
+    if arguments.default_job:
+        default_job_breakdown(max(arguments.repeats, 30))
+        return
     device = torch.device(arguments.device)
     problem = FloorProblem(device, arguments.width)
 
