@@ -65,7 +65,8 @@ def test_a_non_finite_product_fails_the_solve_without_raising(name: str, where: 
     assert not result.converged
     assert result.status is SolveStatus.NON_FINITE
     assert torch.equal(result.solution[0], torch.zeros(6, dtype=torch.float64))
-    assert "NaN or inf" in solver.failure_advice(result)
+    advice = solver.failure_advice(result)
+    assert "NaN or inf" in advice and "precision" in advice and "loss scale" in advice
 
 
 def test_exact_reports_a_non_finite_right_hand_side() -> None:
