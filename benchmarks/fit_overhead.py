@@ -84,7 +84,10 @@ def run(config: dict | None, base: dict, directory: Path) -> tuple[float, float,
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(base if config is None else config))
     extra = ["--trainer.callbacks=[]"] if config is None else []
-    cli = HypergradCLI(args=["--config", str(path), *QUIET, *extra], run=False)
+    # The run directory holds what the CLI writes (its saved config), so nothing lands in the working directory.
+    cli = HypergradCLI(
+        args=["--config", str(path), f"--trainer.default_root_dir={directory}", *QUIET, *extra], run=False
+    )
     start, start_cpu = time.perf_counter(), time.process_time()
     cli.trainer.fit(cli.model, cli.datamodule)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
