@@ -60,3 +60,17 @@ class FloorProblem:
         for _ in range(products):
             vector = torch.autograd.grad(gradient, self.weights, vector, retain_graph=True)
         torch.autograd.grad(gradient, self.log_decays, vector)
+
+    def bare_neumann(self, products: int, alpha: float) -> None:
+        """The truncated Neumann hypergradient written directly in autograd: the floor plus the series' own work
+        (the running sum and one update per term), with no library code, for comparison."""
+        vector = torch.autograd.grad(self.val_loss(), self.weights)
+        gradient = torch.autograd.grad(self.train_loss(), self.weights, create_graph=True)
+        term, total = vector, tuple(alpha * part for part in vector)
+        for _ in range(products):
+            product = torch.autograd.grad(gradient, self.weights, term, retain_graph=True)
+            term = tuple(part.sub(change, alpha=alpha) for part, change in zip(term, product))
+            del product
+            for running, part in zip(total, term):
+                running.add_(part, alpha=alpha)
+        torch.autograd.grad(gradient, self.log_decays, total)
