@@ -1,11 +1,16 @@
-"""What a hypergradient costs, in units of one training gradient, measured side by side in one run.
+"""One hypergradient against the bare autograd floor, measured side by side in one run.
 
-For the default job's network (MLP 64-128-10 on digits, one weight decay per weight), times one training-loss
-gradient (forward + backward, the unit) and one hypergradient per solver, interleaving repetitions and taking
-medians so that the machine's background load hits all alike. Prints ratios, not absolute times. The paper's
-claim is that a K-term Neumann hypergradient costs about K + 3 gradient evaluations (each Hessian-vector
-product is about two backward passes through the retained graph, one of which the create_graph gradient
-already paid). Run: python benchmarks/hypergradient_cost.py [--device cuda]
+On the floor problem (``floor_problem.py``: MLP 64-1024-1024-10, 1.13 M weights, one decay per weight, batch
+64), times the floor with K products (one validation gradient, one create_graph training gradient, K
+Hessian-vector products, one mixed product, in bare autograd) and one ``hypergradient_with_solve`` per solver
+with the same K products, interleaving repetitions and taking medians so that the machine's background load
+hits all alike. A bare-autograd Neumann (the same series written directly, no library code) shows what the
+series itself costs above the floor. On the CPU the clock is the process's CPU time (one thread), which other
+processes on a shared machine do not inflate; on CUDA it is wall time. Prints ratios to the floor; the target
+is ≤ 1.05×.
+Run: python benchmarks/hypergradient_cost.py [--device cuda] [--width 1024] [--repeats 7]
+``--default-job`` instead prints CPU ms per call on the default job's small network (works against older
+versions of the package too, for before/after comparisons).
 """
 
 from __future__ import annotations
@@ -14,81 +19,128 @@ import argparse
 import statistics
 import time
 
-import lightning as L
 import torch
+from floor_problem import WIDTH, FloorProblem
 
 from lightning_hypergrad import hypergradient_with_solve
-from lightning_hypergrad.data import split_digits
-from lightning_hypergrad.models import MLPClassifier
-from lightning_hypergrad.solvers import ConjugateGradient, Identity, Neumann
-from lightning_hypergrad.tasks import WeightDecayClassifier
+from lightning_hypergrad.solvers import ConjugateGradient, Neumann
+
+
+def default_job_breakdown(repeats: int) -> None:
+    """Per-call CPU time on the default job's network (MLP 64-128-10, one decay per weight, batch 64)."""
+    import lightning as L
+
+    from lightning_hypergrad.data import split_digits
+    from lightning_hypergrad.models import MLPClassifier
+    from lightning_hypergrad.solvers import Identity
+    from lightning_hypergrad.tasks import WeightDecayClassifier
+
+    L.seed_everything(0, verbose=False)
+    model = WeightDecayClassifier(network=MLPClassifier(hidden=(128,)), decay_granularity="per_weight")
+    split = split_digits()
+    train_batch, validation_batch = (
+        (split.train_inputs[:64], split.train_targets[:64]),
+        (
+            split.val_inputs[:64],
+            split.val_targets[:64],
+        ),
+    )
+    weights, hyperparameters = model.weight_parameters(), model.hyperparameters()
+    optimizer = torch.optim.Adam(weights, 1e-3)
+
+    def training_step() -> None:
+        optimizer.zero_grad()
+        model.training_loss(train_batch).backward()
+        optimizer.step()
+
+    def with_solver(solver):
+        return lambda: hypergradient_with_solve(
+            model.training_loss(train_batch), model.validation_loss(validation_batch), weights, hyperparameters, solver
+        )
+
+    cases = {
+        "one training step (forward, backward, Adam)": training_step,
+        "hypergradient, Identity (no products)": with_solver(Identity(0.1)),
+        "hypergradient, Neumann(20, alpha=0.01)": with_solver(Neumann(20, 0.01)),
+        "hypergradient, Neumann(20, 'auto')": with_solver(Neumann(20)),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, function in cases.items():
+            start = time.process_time()
+            function()
+            timings[name].append(time.process_time() - start)
+    print(f"\ndefault job's network (9,610 weights), CPU ms per call, median of {repeats} interleaved")
+    for name, samples in timings.items():
+        print(f"{name:<48} {1000 * statistics.median(samples):7.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--default-job", action="store_true", help="only the per-call breakdown on the default job")
+    parser.add_argument("--width", type=int, default=WIDTH)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
     arguments = parser.parse_args()
+    torch.set_num_threads(arguments.threads)
+    if arguments.default_job:
+        default_job_breakdown(max(arguments.repeats, 30))
+        return
     device = torch.device(arguments.device)
-    L.seed_everything(0, verbose=False)
-    model = WeightDecayClassifier(network=MLPClassifier(hidden=(128,)), decay_granularity="per_weight").to(device)
-    split = split_digits()
-    train_batch = (split.train_inputs[:64].to(device), split.train_targets[:64].to(device))
-    validation_batch = (split.val_inputs[:64].to(device), split.val_targets[:64].to(device))
-    weights, hyperparameters = model.weight_parameters(), model.hyperparameters()
+    problem = FloorProblem(device, arguments.width)
 
     def synchronize() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def training_gradient() -> int:
-        torch.autograd.grad(model.training_loss(train_batch), weights)
-        return 0
+    def library(solver) -> None:
+        result = hypergradient_with_solve(
+            problem.train_loss(), problem.val_loss(), problem.weights, problem.log_decays, solver
+        )
+        assert result.solve.converged and result.solve.hvp_count == solver.iterations, result.solve
 
-    def hypergradient_with(solver):
-        def compute() -> int:
-            result = hypergradient_with_solve(
-                model.training_loss(train_batch),
-                model.validation_loss(validation_batch),
-                weights,
-                hyperparameters,
-                solver,
-            )
-            return result.solve.hvp_count
-
-        return compute
-
-    cases = {
-        "training gradient (the unit)": training_gradient,
-        "Identity(alpha=0.1)": hypergradient_with(Identity(0.1)),
+    solvers = {
+        "bare-autograd Neumann (no library)": lambda k: problem.bare_neumann(k, 0.05),
+        "Neumann(iterations=K, alpha=0.05)": lambda k: library(Neumann(k, 0.05)),
+        "ConjugateGradient(iterations=K)": lambda k: library(ConjugateGradient(k, rtol=1e-30)),
     }
-    for k in (5, 20, 50):
-        cases[f"Neumann(iterations={k}, alpha=0.1)"] = hypergradient_with(Neumann(k, 0.1))
-    cases["Neumann(iterations=20, alpha='auto')"] = hypergradient_with(Neumann(20))
-    cases["ConjugateGradient(iterations=20)"] = hypergradient_with(ConjugateGradient(20, 1e-30))
 
-    timings: dict[str, list[float]] = {name: [] for name in cases}
-    products = {name: function() for name, function in cases.items()}  # also the warm-up
+    # On the CPU, this process's CPU time: other processes on a shared machine do not inflate it (one thread).
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+
+    def timed(function) -> float:
+        synchronize()
+        start = clock()
+        function()
+        synchronize()
+        return clock() - start
+
+    ratios: dict[tuple[str, int], list[float]] = {(name, k): [] for name in solvers for k in (1, 5, 20)}
+    floors: dict[int, list[float]] = {k: [] for k in (1, 5, 20)}
+    for k in (1, 5, 20):  # warm-up
+        problem.floor(k)
+        for make in solvers.values():
+            make(k)
     for _ in range(arguments.repeats):
-        for name, function in cases.items():
-            synchronize()
-            start = time.perf_counter()
-            function()
-            synchronize()
-            timings[name].append(time.perf_counter() - start)
+        for k in (1, 5, 20):
+            for name, make in solvers.items():
+                # Each library run is paired with a floor run just before it: load changes hit both alike.
+                floor = timed(lambda k=k: problem.floor(k))
+                floors[k].append(floor)
+                ratios[(name, k)].append(timed(lambda make=make, k=k: make(k)) / floor)
 
-    unit = statistics.median(timings["training gradient (the unit)"])
-    identity = statistics.median(timings["Identity(alpha=0.1)"])
     print(
-        f"device {device}, {sum(w.numel() for w in weights)} weights and as many hyperparameters, batch 64, "
-        f"median of {arguments.repeats}"
+        f"device {device}, {sum(w.numel() for w in problem.weights)} weights and as many hyperparameters, "
+        f"batch 64, {torch.get_num_threads()} thread(s), {arguments.repeats} repetitions, each paired with a floor run, "
+        f"{'wall' if device.type == 'cuda' else 'CPU'} time"
     )
-    print(f"{'computation':<46} {'× gradient':>11} {'products':>9} {'× gradient per product':>23}")
-    for name in cases:
-        ratio = statistics.median(timings[name]) / unit
-        count = products[name]
-        per_product = (statistics.median(timings[name]) - identity) / unit / count if count else float("nan")
-        print(f"{name:<46} {ratio:11.2f} {count:9d} {per_product:23.2f}")
+    print(f"{'computation':<38} {'K':>3} {'floor ms':>9} {'× floor: median':>16} {'min':>6} {'max':>6}")
+    for (name, k), values in ratios.items():
+        print(
+            f"{name:<38} {k:3d} {1000 * statistics.median(floors[k]):9.0f} {statistics.median(values):16.3f} "
+            f"{min(values):6.3f} {max(values):6.3f}"
+        )
 
 
 if __name__ == "__main__":

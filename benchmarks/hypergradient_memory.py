@@ -1,97 +1,69 @@
-"""Peak memory of one hypergradient as the number of Neumann terms grows, against unrolled differentiation.
+"""Peak tensor memory of one hypergradient against the bare autograd floor and against unrolled differentiation.
 
-The implicit hypergradient keeps a few weight-sized vectors whatever K is; differentiating through K unrolled
-gradient steps keeps every step's graph. Each measurement runs in a fresh process and reports its peak resident
-memory above a baseline process that builds the same model and takes one training gradient (Linux ru_maxrss),
-so the ratios compare like with like. Run: python benchmarks/hypergradient_memory.py
+On the floor problem (``floor_problem.py``: MLP 64-1024-1024-10, 1.13 M weights, one decay per weight, batch
+64). Each computation runs under ``torch.profiler`` with memory profiling; the peak of live tensor bytes (every
+allocation and free, in time order) above what was live before it is reported in MiB and in weight-sized
+float32 vectors. Counting tensor bytes, not resident memory, makes the numbers exact and repeatable on a shared
+machine. The floor keeps v, the product in flight and its result; a Neumann solve needs at least its running
+sum on top (the target: floor + one vector), CG its iterate, residual and direction. Unrolled differentiation
+through K gradient steps keeps every step's graph.
+Run: python benchmarks/hypergradient_memory.py
 """
 
 from __future__ import annotations
 
-import argparse
-import resource
-import subprocess
-import sys
-
 import torch
+from floor_problem import FloorProblem
 
-WIDTH = 1024  # MLP 64-1024-1024-10: about 1.1 M weights, 4.5 MB per float32 vector
-
-
-def child(mode: str, steps: int) -> None:
-    from lightning_hypergrad import hypergradient
-    from lightning_hypergrad.data import split_digits
-    from lightning_hypergrad.models import MLPClassifier
-    from lightning_hypergrad.solvers import Neumann
-
-    torch.manual_seed(0)
-    network = MLPClassifier(hidden=(WIDTH, WIDTH))
-    weights = list(network.parameters())
-    log_decay = torch.tensor(-6.0, requires_grad=True)
-    split = split_digits()
-    inputs, targets = split.train_inputs[:64], split.train_targets[:64]
-    val_inputs, val_targets = split.val_inputs[:64], split.val_targets[:64]
-
-    def train_loss(parameters):
-        logits = torch.func.functional_call(
-            network, dict(zip([n for n, _ in network.named_parameters()], parameters)), (inputs,)
-        )
-        penalty = 0.5 * log_decay.exp() * sum(p.pow(2).sum() for p in parameters)
-        return torch.nn.functional.cross_entropy(logits, targets) + penalty
-
-    def val_loss(parameters):
-        logits = torch.func.functional_call(
-            network, dict(zip([n for n, _ in network.named_parameters()], parameters)), (val_inputs,)
-        )
-        return torch.nn.functional.cross_entropy(logits, val_targets)
-
-    if mode == "baseline":
-        torch.autograd.grad(train_loss(weights), weights)
-    elif mode == "neumann":
-        hypergradient(train_loss(weights), val_loss(weights), weights, [log_decay], Neumann(steps, alpha=0.1))
-    else:  # unrolled: differentiate through `steps` gradient steps
-        current = weights
-        for _ in range(steps):
-            gradients = torch.autograd.grad(train_loss(current), current, create_graph=True)
-            current = [w - 0.1 * g for w, g in zip(current, gradients)]
-        torch.autograd.grad(val_loss(current), log_decay)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+from lightning_hypergrad import hypergradient_with_solve
+from lightning_hypergrad.solvers import ConjugateGradient, Neumann
 
 
-def measure(mode: str, steps: int) -> float:
-    output = subprocess.run(
-        [sys.executable, __file__, "--child", mode, str(steps)], capture_output=True, text=True, check=True
-    ).stdout
-    return int(output.split()[-1]) / 1024  # MiB
+def peak_mib(function) -> float:
+    """The peak of live tensor bytes while ``function`` runs, above the start, in MiB."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        function()
+    live = peak = 0
+    for event in sorted(profile.events(), key=lambda event: event.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "STEPS"))
-    arguments = parser.parse_args()
-    if arguments.child:
-        child(arguments.child[0], int(arguments.child[1]))
-        return
-    baseline = measure("baseline", 0)
-    vector_mib = (
-        sum(
-            p.numel()
-            for p in torch.nn.Sequential(
-                torch.nn.Linear(64, WIDTH), torch.nn.Linear(WIDTH, WIDTH), torch.nn.Linear(WIDTH, 10)
-            ).parameters()
+    torch.set_num_threads(1)
+    problem = FloorProblem(torch.device("cpu"))
+
+    def library(solver) -> None:
+        result = hypergradient_with_solve(
+            problem.train_loss(), problem.val_loss(), problem.weights, problem.log_decays, solver
         )
-        * 4
-        / 2**20
-    )
-    print(f"MLP 64-{WIDTH}-{WIDTH}-10 on digits, batch 64; one weight-sized float32 vector = {vector_mib:.1f} MiB")
-    print(f"peak RSS above a one-gradient baseline ({baseline:.0f} MiB), in MiB and in weight-sized vectors")
-    print(f"{'K':>5} {'Neumann (implicit)':>20} {'unrolled K steps':>18}")
-    for steps in (5, 20, 80):
-        neumann = measure("neumann", steps) - baseline
-        unrolled = measure("unrolled", steps) - baseline
-        print(
-            f"{steps:5d} {neumann:10.1f} ({neumann / vector_mib:5.1f}) {unrolled:9.1f} ({unrolled / vector_mib:5.1f})"
-        )
+        assert result.solve.hvp_count == solver.iterations, result.solve.status
+
+    def unrolled(steps: int) -> None:
+        current = list(problem.weights)
+        for _ in range(steps):
+            gradients = torch.autograd.grad(problem.train_loss(current), current, create_graph=True)
+            current = [w - 0.05 * g for w, g in zip(current, gradients)]
+        torch.autograd.grad(problem.val_loss(current), problem.log_decays)
+
+    cases = {
+        "floor": problem.floor,
+        "Neumann": lambda k: library(Neumann(k, alpha=0.05)),
+        "CG": lambda k: library(ConjugateGradient(k, rtol=1e-30)),
+        "unrolled": unrolled,
+    }
+    vector = problem.vector_mib
+    print(f"MLP 64-1024-1024-10 on digits, one decay per weight, batch 64; one weight-sized vector = {vector:.1f} MiB")
+    print("peak live tensor memory of one hypergradient, MiB (weight-sized vectors)")
+    print(f"{'K':>4} " + " ".join(f"{name:>16}" for name in cases) + f" {'Neumann−floor':>14} {'CG−floor':>9}")
+    for steps in (1, 5, 20):
+        peaks = {
+            name: peak_mib(lambda function=function, steps=steps: function(steps)) for name, function in cases.items()
+        }
+        cells = " ".join(f"{peaks[name]:8.1f} ({peaks[name] / vector:4.1f})" for name in cases)
+        extra = [(peaks[name] - peaks["floor"]) / vector for name in ("Neumann", "CG")]
+        print(f"{steps:4d} {cells} {extra[0]:14.1f} {extra[1]:9.1f}")
 
 
 if __name__ == "__main__":

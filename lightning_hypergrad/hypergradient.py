@@ -26,7 +26,8 @@ class HypergradientResult:
 
     Attributes:
         hypergradients: ``dL_V/dλ``, one tensor per hyperparameter, same shape and dtype, detached.
-        direct: the direct term ``∂L_V/∂λ`` alone, in working precision (at least float32).
+        direct: the direct term ``∂L_V/∂λ`` alone, in working precision (at least float32). Where
+            ``val_loss`` does not reach a hyperparameter this is a read-only broadcast view of zero (no memory).
         solve: the inverse-Hessian solve of ``H x = ∂L_V/∂w`` (its ``solution`` is ``x``, for warm starts).
         train_gradient_norm: ``‖∂L_T/∂w‖`` at these weights, a 0-dim tensor: how far w is from the
             stationary point the implicit function theorem assumes.
@@ -105,10 +106,11 @@ def hypergradient(
         train_loss, val_loss, params, hparams, solver, damping=damping, loss_scale=loss_scale, average=average
     )
     if not result.solve.converged:
+        used = solver or Neumann()
         warnings.warn(
             f"The inverse-Hessian solve failed ({result.solve.status.value}, residual norm "
-            f"{float(result.solve.residual_norm):.3g}) with {solver or Neumann()!r}; the hypergradient holds the direct term only. "
-            "For Neumann, lower alpha or use alpha='auto'.",
+            f"{float(result.solve.residual_norm):.3g}) with {used!r}; the hypergradient holds the direct term only. "
+            + used.failure_advice(result.solve),
             HypergradientWarning,
             stacklevel=2,
         )
@@ -145,9 +147,8 @@ def hypergradient_with_solve(
         return tuple(average(vector)) if average is not None else tuple(vector)
 
     # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass (and one average).
-    validation_gradients = reduce(vectors.scale(_gradients(val_loss * loss_scale, params + hparams), unscale))
-    validation_gradient = validation_gradients[: len(params)]
-    direct = validation_gradients[len(params) :]
+    validation_gradients = reduce(_unscaled(_gradients(val_loss * loss_scale, params + hparams), unscale))
+    validation_gradient, direct = validation_gradients[: len(params)], validation_gradients[len(params) :]
 
     # g = S ∂L_T/∂w with its own graph, built once: the Hessian and mixed products below all differentiate it.
     train_gradient = _gradients(train_loss * loss_scale, params, create_graph=True)
@@ -163,7 +164,7 @@ def hypergradient_with_solve(
         products = torch.autograd.grad(
             gradient_outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True, materialize_grads=True
         )
-        return reduce(vectors.scale(vectors.to_working(products), unscale))
+        return reduce(_unscaled(vectors.to_working(products, copy=False), unscale))
 
     def hessian_vector_product(vector: Vector) -> Vector:
         product = vector_product(vector, params)
@@ -171,33 +172,68 @@ def hypergradient_with_solve(
 
     # x ≈ (H + μI)⁻¹ v (H is symmetric, so vᵀH⁻¹ = xᵀ).
     solve = solver.solve(hessian_vector_product, validation_gradient, initial)
+    del validation_gradient, validation_gradients  # v is not needed any more: free it before the mixed product
 
     # dL_V/dλ = ∂L_V/∂λ − (∂²L_T/∂w∂λ)ᵀ x, the mixed term being ∂(gᵀx)/∂λ.
     if solve.converged:
         mixed = vector_product(solve.solution, hparams)
     else:
         mixed = vectors.zeros_like(direct)
-    hypergradients = tuple(
-        (direct_part - mixed_part).to(hparam.dtype) for direct_part, mixed_part, hparam in zip(direct, mixed, hparams)
+    return HypergradientResult(_combine(direct, mixed, solve.solution, hparams), direct, solve, train_gradient_norm)
+
+
+def _combine(direct: Vector, mixed: Vector, solution: Vector, hparams: Vector) -> tuple[Tensor, ...]:
+    """``direct − mixed`` per hyperparameter, in its dtype."""
+    taken = {part.untyped_storage().data_ptr() for part in solution}
+    return tuple(
+        _subtract(direct_part, mixed_part, taken).to(hparam.dtype)
+        for direct_part, mixed_part, hparam in zip(direct, mixed, hparams)
     )
-    return HypergradientResult(hypergradients, direct, solve, train_gradient_norm)
+
+
+def _subtract(direct: Tensor, mixed: Tensor, taken: set[int]) -> Tensor:
+    """``direct − mixed``, written over ``mixed`` (a fresh product, so no weight-sized copy) where that is safe.
+
+    Autograd may hand back a tensor it was given (an identity-like mixed term returns x itself), so a product
+    sharing storage with the solution is left alone and the difference is a new tensor.
+    """
+    if mixed.untyped_storage().data_ptr() in taken or mixed.dtype != torch.promote_types(direct.dtype, mixed.dtype):
+        return direct - mixed
+    return mixed.neg_().add_(direct)
+
+
+def _unscaled(vector: Vector, unscale: float) -> Vector:
+    """``vector * unscale`` (out of place: autograd may hand back a tensor it also holds), skipped for 1."""
+    return vector if unscale == 1.0 else vectors.scale(vector, unscale)
 
 
 def _gradients(loss: Tensor, inputs: Vector, create_graph: bool = False) -> Vector:
     """∂loss/∂inputs with zeros for inputs the loss does not reach; direct gradients come out in working precision.
 
+    Without ``create_graph``, an input the loss does not reach gets a broadcast view of one zero (no memory).
+
     ``retain_graph`` is always on: the caller's graphs may share nodes (say, a transform of λ used by both
     losses), and freeing them here would break the caller's later backward passes.
     """
-    if not loss.requires_grad:
-        gradients: Sequence[Tensor] = vectors.zeros_like(inputs)
-    else:
-        gradients = torch.autograd.grad(
-            loss, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True, materialize_grads=True
-        )
     if create_graph:
-        return tuple(gradients)
-    return vectors.to_working(gradients)
+        if not loss.requires_grad:
+            return vectors.zeros_like(inputs)
+        return tuple(
+            torch.autograd.grad(
+                loss, inputs, retain_graph=True, create_graph=True, allow_unused=True, materialize_grads=True
+            )
+        )
+    found: Sequence[Tensor | None] = (
+        torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
+        if loss.requires_grad
+        else [None] * len(inputs)
+    )
+    return tuple(
+        gradient.detach().to(vectors.working_dtype(gradient.dtype))
+        if gradient is not None
+        else torch.zeros((), dtype=vectors.working_dtype(tensor.dtype), device=tensor.device).expand(tensor.shape)
+        for gradient, tensor in zip(found, inputs)
+    )
 
 
 def _check_inputs(

@@ -20,9 +20,13 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def to_working(vector: Sequence[Tensor]) -> Vector:
-    """Detach and upcast each part to its working dtype (a copy, so in-place updates never alias the input)."""
-    return tuple(part.detach().to(working_dtype(part.dtype), copy=True) for part in vector)
+def to_working(vector: Sequence[Tensor], copy: bool = True) -> Vector:
+    """Detach and upcast each part to its working dtype.
+
+    With ``copy=True`` each part is a fresh tensor, so in-place updates never alias the input; ``copy=False``
+    returns parts already in working precision as they are (no weight-sized allocation).
+    """
+    return tuple(part.detach().to(working_dtype(part.dtype), copy=copy) for part in vector)
 
 
 def cast_like(vector: Sequence[Tensor], like: Sequence[Tensor]) -> Vector:
@@ -40,11 +44,17 @@ def _stack_scalars(scalars: Sequence[Tensor]) -> Tensor:
     return torch.stack([s.to(dtype) for s in scalars])
 
 
+def _part_dot(x: Tensor, y: Tensor) -> Tensor:
+    if x.dtype == y.dtype and x.is_floating_point():
+        return torch.dot(x.reshape(-1), y.reshape(-1))  # no temporary of the part's size
+    return torch.sum(x * y)
+
+
 def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """Euclidean inner product <a, b> summed over all parts, as a 0-dim tensor."""
     if len(a) == 0:
         return torch.zeros(())
-    return _stack_scalars([torch.sum(x * y) for x, y in zip(a, b, strict=True)]).sum()
+    return _stack_scalars([_part_dot(x, y) for x, y in zip(a, b, strict=True)]).sum()
 
 
 def norm(a: Sequence[Tensor]) -> Tensor:
@@ -55,8 +65,41 @@ def norm(a: Sequence[Tensor]) -> Tensor:
 
 
 def add_scaled(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor]) -> Vector:
-    """a + scale * b, out of place."""
-    return tuple(x + scale * y for x, y in zip(a, b, strict=True))
+    """a + scale * b, out of place, one fused kernel per part (no temporary for ``scale * b``)."""
+    if isinstance(scale, Tensor):
+        return tuple(torch.addcmul(x, y, scale) for x, y in zip(a, b, strict=True))
+    return tuple(torch.add(x, y, alpha=scale) for x, y in zip(a, b, strict=True))
+
+
+def add_scaled_(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor]) -> Vector:
+    """a += scale * b in place (``a`` must be the caller's own tensors); returns ``a``."""
+    for x, y in zip(a, b, strict=True):
+        if isinstance(scale, Tensor):
+            x.addcmul_(y, scale)
+        else:
+            x.add_(y, alpha=scale)
+    return tuple(a)
+
+
+def subtract_scaled_into(a: Sequence[Tensor], scale: float, b: Sequence[Tensor]) -> Vector:
+    """a − scale * b, written over ``b``'s parts where they share no memory with ``a``'s (no new allocation)."""
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() or y.dtype != x.dtype:
+            out.append(torch.add(x, y, alpha=-scale))
+        else:
+            out.append(torch.add(x, y, alpha=-scale, out=y))
+    return tuple(out)
+
+
+def scale_and_add_(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor]) -> Vector:
+    """a ← scale * a + b in place (``a`` must be the caller's own tensors); returns ``a``."""
+    for x, y in zip(a, b, strict=True):
+        if isinstance(scale, Tensor):
+            torch.addcmul(y, x, scale, out=x)  # one pass; elementwise, so writing over x as it is read is safe
+        else:
+            torch.add(y, x, alpha=scale, out=x)
+    return tuple(a)
 
 
 def scale(a: Sequence[Tensor], factor: Tensor | float) -> Vector:

@@ -81,7 +81,7 @@ def test_yaml_round_trips_through_the_parser(tmp_path) -> None:
     assert callback["class_path"] == "lightning_hypergrad.HypergradientCallback"
     assert callback["init_args"]["solver"] == {
         "class_path": "lightning_hypergrad.solvers.Neumann",
-        "init_args": {"iterations": 7, "alpha": 0.25, "lanczos_steps": 10, "max_growth": 10.0},
+        "init_args": {"iterations": 7, "alpha": 0.25, "lanczos_steps": 10, "max_growth": 10.0, "lanczos_every": 1},
     }
     again = build(tmp_path, yaml.safe_dump(dumped))
     (rebuilt,) = [c for c in again.trainer.callbacks if isinstance(c, HypergradientCallback)]

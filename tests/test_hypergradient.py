@@ -16,7 +16,15 @@ def ridge() -> RidgeProblem:
     return RidgeProblem.make()
 
 
-@pytest.mark.parametrize("solver", [Exact(), ConjugateGradient(iterations=5, rtol=1e-15)], ids=["exact", "cg-n"])
+@pytest.mark.parametrize(
+    "solver",
+    [
+        Exact(),
+        ConjugateGradient(iterations=5, rtol=1e-15),
+        ConjugateGradient(5, 1e-15, preconditioner="spectral", preconditioner_rank=2, preconditioner_steps=5),
+    ],
+    ids=["exact", "cg-n", "preconditioned-cg-n"],
+)
 def test_ridge_matches_the_closed_form(ridge: RidgeProblem, solver) -> None:
     train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
     (result,) = hypergradient(train_loss, val_loss, [weights], [log_decay], solver)

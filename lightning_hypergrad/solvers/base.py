@@ -12,13 +12,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from lightning_hypergrad import vectors
 from lightning_hypergrad.vectors import Vector
 
 HVP = Callable[[Vector], Sequence[Tensor]]
-"""A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike."""
+"""A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike.
+
+It should return fresh tensors (as ``torch.autograd.grad`` does): solvers may write over them to save memory.
+A returned tensor that shares memory with the input vector is detected and left alone."""
 
 
 class SolveStatus(str, enum.Enum):
@@ -29,7 +33,9 @@ class SolveStatus(str, enum.Enum):
     ITERATIONS_EXHAUSTED = "iterations_exhausted"
     """All requested iterations ran; the result is the solver's truncated approximation, as designed."""
     DIVERGED = "diverged"
-    """Non-finite values, or a residual that grew; the solution was replaced by zeros."""
+    """A residual that grew (a Neumann series overshooting or blowing up); the solution was replaced by zeros."""
+    NON_FINITE = "non_finite"
+    """A Hessian-vector product or the solution held NaN or inf; the solution was replaced by zeros."""
     NEGATIVE_CURVATURE = "negative_curvature"
     """Conjugate gradient met ``pᵀHp ≤ 0`` (H is not positive definite there) and kept the iterate built before it."""
 
@@ -40,11 +46,12 @@ class SolveResult:
 
     Attributes:
         solution: the approximation of ``H⁻¹ b``, one tensor per part of ``b`` with the same shape and dtype.
-            Always finite: when the solve fails it is all zeros.
+            Always finite: when the solve fails it is all zeros. A solve never raises for numerical reasons;
+            NaN or inf anywhere gives ``status=NON_FINITE`` and ``converged=False``.
         iterations: the solver's own iterations taken (Neumann terms, CG steps); 0 for Identity and Exact.
         residual_norm: a 0-dim tensor; each solver's docstring says exactly which residual it reports.
         converged: True when ``solution`` is a usable approximation; False when the solve failed (diverged,
-            non-finite, or broke down before its first step). A run stopped after its configured number of
+            non-finite, or met negative curvature before its first step from a zero start). A run stopped after its configured number of
             iterations counts as converged: truncation is how Neumann and capped CG approximate ``H⁻¹ b``.
             :attr:`status` tells whether a tolerance was met.
         status: how the solve ended (:class:`SolveStatus`).
@@ -80,6 +87,26 @@ class IHVPSolver(abc.ABC):
                 ``‖b − H x0‖`` is below ``‖b‖``; ``None`` (or a worse guess) starts from zero.
         """
 
+    def check_size(self, num_weights: int) -> None:
+        """Raise a ``ValueError`` if this solver refuses systems with ``num_weights`` unknowns; most accept any.
+
+        Lets a caller refuse a configuration at set-up instead of at the first solve.
+        """
+        del num_weights
+
+    def failure_advice(self, result: SolveResult) -> str:
+        """A remedy for a failed ``result`` of this solver, fitting its cause; ``""`` when it converged."""
+        if result.converged:
+            return ""
+        if result.status is SolveStatus.NON_FINITE:
+            return (
+                "A Hessian-vector product was NaN or inf: check the losses for NaN, use a wider precision "
+                "(32-true or bf16-mixed instead of 16-mixed) or a smaller loss scale."
+            )
+        if result.status is SolveStatus.NEGATIVE_CURVATURE:
+            return "The Hessian has negative curvature along the validation gradient: pass damping > 0 (e.g. 0.01)."
+        return f"The solve {result.status.value}; consider damping > 0 or another solver."
+
     def with_alpha(self, alpha: float) -> IHVPSolver:
         """A copy of this solver using step size ``alpha``; only solvers with an ``alpha`` argument have one."""
         raise TypeError(
@@ -95,7 +122,7 @@ class IHVPSolver(abc.ABC):
         del state  # stateless by default
 
     def __repr__(self) -> str:
-        arguments = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        arguments = ", ".join(f"{key}={value!r}" for key, value in vars(self).items() if not key.startswith("_"))
         return f"{type(self).__name__}({arguments})"
 
 
@@ -112,21 +139,46 @@ def apply_hvp(hvp: HVP, vector: Vector) -> Vector:
     return tuple(out.detach().to(part.dtype) for out, part in zip(product, vector))
 
 
-def starting_point(hvp: HVP, b: Vector, initial: Sequence[Tensor] | None) -> tuple[Vector, Vector, int]:
-    """The start ``x0``, its residual ``b − H x0``, and the products that cost (0 or 1).
+@dataclass(frozen=True)
+class Start:
+    """Where a solve starts: ``point`` x0 and its ``residual`` b − H x0.
+
+    Attributes:
+        point: x0. From a warm start a fresh tensor per part (the solver may update it in place); without one,
+            read-only broadcast views of zero that take no memory (:attr:`cold`).
+        residual: ``b − H x0``; may be ``b`` itself, so never update it in place.
+        hvp_count: products spent choosing the start (0 or 1).
+        warm: a 0-dim bool tensor, true when ``point`` is the caller's warm start rather than zero.
+        finite: a 0-dim bool tensor, false when the warm start's product held NaN or inf.
+        cold: no warm start was passed (known on the host, unlike ``warm``).
+    """
+
+    point: Vector
+    residual: Vector
+    hvp_count: int
+    warm: Tensor
+    finite: Tensor
+    cold: bool = False
+
+
+def starting_point(hvp: HVP, b: Vector, initial: Sequence[Tensor] | None) -> Start:
+    """The start of a solve of ``H x = b`` (``b`` in working precision), from ``initial`` or from zero.
 
     ``x0`` is ``initial`` when its residual is smaller than ``‖b‖`` (the residual of starting from zero), else
     zero: a stale warm start, say from before the weights moved into a region of different curvature, must
     never make a solve worse than a cold one. The choice is made on the device, without a host sync.
     """
+    no = torch.zeros((), dtype=torch.bool, device=b[0].device if b else None)
     if initial is None:
-        return vectors.zeros_like(b), b, 0
+        zeros = tuple(torch.zeros((), dtype=part.dtype, device=part.device).expand(part.shape) for part in b)
+        return Start(zeros, b, 0, warm=no, finite=~no, cold=True)
     check_initial(b, initial)
     guess = vectors.cast_like(vectors.to_working(initial), b)
     guess_residual = vectors.add_scaled(b, -1.0, apply_hvp(hvp, guess))
-    better = vectors.norm(guess_residual) < vectors.norm(b)
+    guess_norm = vectors.norm(guess_residual)
+    better = guess_norm < vectors.norm(b)
     start = vectors.where(better, guess, vectors.zeros_like(b))
-    return start, vectors.where(better, guess_residual, b), 1
+    return Start(start, vectors.where(better, guess_residual, b), 1, warm=better, finite=torch.isfinite(guess_norm))
 
 
 def check_initial(b: Sequence[Tensor], initial: Sequence[Tensor] | None) -> None:
@@ -150,13 +202,15 @@ def finish(
     residual_norm: Tensor,
     hvp_count: int,
     alpha: float | None = None,
+    kept_start: bool = False,
 ) -> SolveResult:
     """Build the result, each part cast back to the dtype of ``b``; a failed solve gets a zero solution.
 
-    A solve fails when it diverged, or when it stopped at negative curvature before taking a single step.
+    A solve fails when it diverged or met non-finite values, or when it stopped at negative curvature before
+    taking a single step from a zero start (``kept_start`` says a warm start was used: it is then kept).
     """
-    converged = status is not SolveStatus.DIVERGED and not (
-        status is SolveStatus.NEGATIVE_CURVATURE and iterations == 0
+    converged = status not in (SolveStatus.DIVERGED, SolveStatus.NON_FINITE) and not (
+        status is SolveStatus.NEGATIVE_CURVATURE and iterations == 0 and not kept_start
     )
     if not converged:
         solution = vectors.zeros_like(solution)

@@ -1,29 +1,34 @@
-"""Conjugate gradient for ``H x = b`` with a symmetric positive definite H."""
+"""Conjugate gradient for ``H x = b`` with a symmetric positive definite H, optionally preconditioned."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from lightning_hypergrad import vectors
-from lightning_hypergrad.checks import check_count, check_positive
+from lightning_hypergrad.checks import check_choice, check_count, check_positive
 from lightning_hypergrad.solvers.base import (
     HVP,
     IHVPSolver,
     SolveResult,
     SolveStatus,
+    Start,
     apply_hvp,
     finish,
     starting_point,
 )
+from lightning_hypergrad.solvers.spectral import SpectralPreconditioner
+from lightning_hypergrad.vectors import Vector
 
 ACCELERATOR_CHECK_EVERY = 5  # iterations between host checks when a check means waiting for the device
+PRECONDITIONERS = ("none", "spectral")
 
 
 class ConjugateGradient(IHVPSolver):
-    r"""Solve ``H x = b`` by conjugate gradient, one Hessian-vector product per iteration.
+    r"""Solve ``H x = b`` by (preconditioned) conjugate gradient, one Hessian-vector product per iteration.
 
     Each iteration minimises ``½ xᵀHx − bᵀx`` over a growing Krylov subspace; in exact arithmetic it solves an
     n×n symmetric positive definite system in at most n iterations. It stops early once
@@ -32,21 +37,35 @@ class ConjugateGradient(IHVPSolver):
 
     CG needs H positive definite along its search directions. If it meets ``pᵀHp ≤ 0`` (a saddle point or a
     non-convex region, common in neural networks) it stops there and keeps the iterate built so far, as
-    truncated (Steihaug) CG does: ``status=NEGATIVE_CURVATURE``, converged if at least one step was taken. If
-    the very first direction already has non-positive curvature, or values turn non-finite (``DIVERGED``), the
-    solve fails: ``converged=False`` and a zero solution. Passing ``damping`` to the hypergradient (solving with
+    truncated (Steihaug) CG does: ``status=NEGATIVE_CURVATURE``, converged if at least one step was taken or the
+    solve started from a warm start (which is then returned). If the very first direction from zero already
+    has non-positive curvature the solve fails (``converged=False``, zero solution); NaN or inf in a product
+    gives ``status=NON_FINITE``, also a failure. Passing ``damping`` to the hypergradient (solving with
     ``H + μI``) keeps CG clear of small negative eigenvalues. ``residual_norm`` is the recurrence's residual
     ``‖r_k‖ = ‖b − H x_k‖`` (exact up to rounding).
+
+    ``preconditioner="spectral"`` runs CG on ``M⁻¹H`` with the
+    :class:`~lightning_hypergrad.solvers.spectral.SpectralPreconditioner` built from ``preconditioner_steps``
+    Lanczos steps (started from the residual of the solve that builds it): the ``preconditioner_rank`` largest
+    eigen-directions no longer slow CG down. It is rebuilt every ``preconditioner_every`` solves, and its
+    products count in the ``hvp_count`` of the solve that builds it; it is kept in :meth:`state_dict`. Memory:
+    ``preconditioner_rank`` weight-sized vectors kept, ``preconditioner_steps`` while building. On a converged
+    tanh MLP with Hessian condition 1.2e4 the defaults reach cosine 0.991 to the exact hypergradient with 30
+    products per solve, where plain CG reaches 0.916 (``benchmarks/solver_accuracy.py``).
 
     The iteration runs on the device without waiting for the host: finished or failed runs freeze their
     iterate by masking, and the host checks whether all work is done every ``check_every`` iterations (by
     default after every iteration on the CPU, where checking is free, and every 5 on accelerators).
 
     Args:
-        iterations: the most Hessian-vector products to spend, ``>= 1``.
+        iterations: the most Hessian-vector products to spend per solve, ``>= 1``.
         rtol: the relative residual tolerance ``> 0`` for stopping early.
         check_every: iterations between host-side checks for early stopping, ``>= 1``; ``None`` checks every
             iteration on the CPU (where a check costs nothing) and every 5 on accelerators.
+        preconditioner: ``"none"`` or ``"spectral"``.
+        preconditioner_rank: Ritz directions the spectral preconditioner keeps, ``>= 1``.
+        preconditioner_steps: Lanczos products spent building it, ``>= 1``.
+        preconditioner_every: solves between rebuilds, ``>= 1``.
 
     Example:
         >>> import torch
@@ -58,60 +77,163 @@ class ConjugateGradient(IHVPSolver):
         (tensor([0.1818, 0.2727], dtype=torch.float64), 2)
     """
 
-    def __init__(self, iterations: int = 20, rtol: float = 1e-6, check_every: int | None = None) -> None:
+    def __init__(
+        self,
+        iterations: int = 20,
+        rtol: float = 1e-6,
+        check_every: int | None = None,
+        preconditioner: Literal["none", "spectral"] = "none",
+        preconditioner_rank: int = 20,
+        preconditioner_steps: int = 30,
+        preconditioner_every: int = 10,
+    ) -> None:
         self.iterations = check_count("ConjugateGradient", "iterations", iterations, minimum=1)
         self.rtol = check_positive("ConjugateGradient", "rtol", rtol)
         self.check_every = (
             None if check_every is None else check_count("ConjugateGradient", "check_every", check_every, 1)
         )
+        self.preconditioner = check_choice("ConjugateGradient", "preconditioner", preconditioner, PRECONDITIONERS)
+        self.preconditioner_rank = check_count("ConjugateGradient", "preconditioner_rank", preconditioner_rank, 1)
+        self.preconditioner_steps = check_count("ConjugateGradient", "preconditioner_steps", preconditioner_steps, 1)
+        self.preconditioner_every = check_count("ConjugateGradient", "preconditioner_every", preconditioner_every, 1)
+        self._spectral: SpectralPreconditioner | None = None
+        self._solves_since_build = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The spectral preconditioner in use (``None`` if none) and the solves since it was built."""
+        spectral = self._spectral
+        return {
+            "spectral": None
+            if spectral is None
+            else {"values": spectral.values, "basis": list(spectral.basis), "edge": spectral.edge},
+            "solves_since_build": self._solves_since_build,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (missing keys: build afresh at the next solve)."""
+        spectral = state.get("spectral")
+        self._spectral = (
+            None
+            if spectral is None
+            else SpectralPreconditioner(spectral["values"], tuple(spectral["basis"]), spectral["edge"])
+        )
+        self._solves_since_build = int(state.get("solves_since_build", 0))
+
+    def failure_advice(self, result: SolveResult) -> str:
+        """A remedy for a failed solve that fits conjugate gradient and the cause."""
+        if result.status is SolveStatus.NEGATIVE_CURVATURE and not result.converged:
+            return (
+                "Conjugate gradient met negative curvature on its first direction (the Hessian is indefinite "
+                "there): pass damping > 0 (e.g. 0.01), or use Neumann, which tolerates mild negative curvature."
+            )
+        return super().failure_advice(result)
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
-        target = vectors.to_working(b)
-        solution, residual, hvp_count = starting_point(hvp, target, initial)
-        tolerance_squared = (self.rtol * vectors.norm(target)) ** 2
-        residual_squared = vectors.dot(residual, residual)
-        device = residual_squared.device
+        target = vectors.to_working(b, copy=False)
+        start = starting_point(hvp, target, initial)
+        precondition, hvp_count, built_finite = self._preconditioner_for(hvp, start.residual)
+        device = start.warm.device
         check_every = self.check_every or (1 if device.type == "cpu" else ACCELERATOR_CHECK_EVERY)
-
-        direction = residual
-        active = residual_squared > tolerance_squared
-        negative_curvature = torch.zeros((), dtype=torch.bool, device=device)
-        non_finite = ~torch.isfinite(residual_squared)
-        steps_taken = torch.zeros((), dtype=torch.int64, device=device)
-        for iteration in range(self.iterations):
-            product = apply_hvp(hvp, direction)
-            hvp_count += 1
-            curvature = vectors.dot(direction, product)  # pᵀHp
-            negative_curvature |= active & (curvature <= 0)
-            non_finite |= active & ~torch.isfinite(curvature)
-            stepping = active & (curvature > 0)
-            # x += a p, r −= a Hp with a = rᵀr / pᵀHp; masked to zero once this run has stopped.
-            step = torch.where(stepping, residual_squared / curvature, torch.zeros_like(curvature))
-            solution = vectors.add_scaled(solution, step, direction)
-            residual = vectors.add_scaled(residual, -step, product)
-            new_residual_squared = vectors.dot(residual, residual)
-            non_finite |= stepping & ~torch.isfinite(new_residual_squared)
-            beta = torch.where(stepping, new_residual_squared / residual_squared, torch.zeros_like(curvature))
-            direction = vectors.add_scaled(residual, beta, direction)
-            residual_squared = torch.where(stepping, new_residual_squared, residual_squared)
-            steps_taken += stepping.to(torch.int64)
-            active = stepping & (residual_squared > tolerance_squared) & torch.isfinite(residual_squared)
-            if (iteration + 1) % check_every == 0 and not bool(active):
-                break
-
-        if bool(non_finite):
-            status = SolveStatus.DIVERGED
-        elif bool(negative_curvature):
+        run = _run(hvp, start, precondition, self.iterations, (self.rtol * vectors.norm(target)) ** 2, check_every)
+        non_finite, negative_curvature, reached, warm = torch.stack(
+            [
+                run.non_finite | ~start.finite | (not built_finite),
+                run.negative_curvature,
+                run.residual_squared <= run.tolerance,
+                start.warm,
+            ]
+        ).tolist()  # one host sync
+        status = SolveStatus.ITERATIONS_EXHAUSTED
+        if non_finite:
+            status = SolveStatus.NON_FINITE
+        elif negative_curvature:
             status = SolveStatus.NEGATIVE_CURVATURE
-        elif bool(residual_squared <= tolerance_squared):
+        elif reached:
             status = SolveStatus.TOLERANCE_REACHED
-        else:
-            status = SolveStatus.ITERATIONS_EXHAUSTED
         return finish(
-            solution,
+            run.solution,
             b,
             status=status,
-            iterations=int(steps_taken),
-            residual_norm=residual_squared.sqrt(),
-            hvp_count=hvp_count,
+            iterations=int(run.steps_taken),
+            residual_norm=run.residual_squared.sqrt(),
+            hvp_count=hvp_count + start.hvp_count + run.products,
+            kept_start=warm,
         )
+
+    def _preconditioner_for(self, hvp: HVP, residual: Vector) -> tuple[Callable[[Vector], Vector] | None, int, bool]:
+        """``M⁻¹`` for this solve (``None``: none), the products spent building it, whether they were finite."""
+        if self.preconditioner == "none":
+            return None, 0, True
+        products, finite = 0, True
+        stale = self._spectral is not None and self._solves_since_build >= self.preconditioner_every
+        if self._spectral is None or stale:
+            self._spectral, finite = SpectralPreconditioner.build(
+                hvp, residual, self.preconditioner_steps, self.preconditioner_rank
+            )
+            self._solves_since_build = 0
+            products = min(self.preconditioner_steps, sum(part.numel() for part in residual))
+        self._solves_since_build += 1
+        spectral = self._spectral
+        if spectral is None or any(part.shape[1:] != r.shape for part, r in zip(spectral.basis, residual)):
+            return None, products, finite
+        return spectral.apply, products, finite
+
+
+class _Run:
+    """The state of a CG run: the iterate, its residual and the flags, all on the device."""
+
+    def __init__(self, start: Start, tolerance: Tensor) -> None:
+        # Updated in place: a fresh vector (a cold start's point is a read-only view of zero).
+        self.solution = vectors.zeros_like(start.residual) if start.cold else start.point
+        self.residual = start.residual  # may be b itself: replaced, not updated in place, at the first step
+        self.tolerance = tolerance
+        self.residual_squared = vectors.dot(self.residual, self.residual)
+        device = self.residual_squared.device
+        self.non_finite = ~torch.isfinite(self.residual_squared)
+        self.negative_curvature = torch.zeros((), dtype=torch.bool, device=device)
+        self.steps_taken = torch.zeros((), dtype=torch.int64, device=device)
+        self.products = 0
+
+
+def _run(
+    hvp: HVP,
+    start: Start,
+    precondition: Callable[[Vector], Vector] | None,
+    iterations: int,
+    tolerance: Tensor,
+    check_every: int,
+) -> _Run:
+    """Up to ``iterations`` (preconditioned) CG steps, masked on the device once the run has stopped."""
+    run = _Run(start, tolerance)
+    preconditioned = run.residual if precondition is None else precondition(run.residual)  # z = M⁻¹ r
+    inner = vectors.dot(run.residual, preconditioned)  # rᵀz
+    direction = tuple(part.clone() for part in preconditioned)  # updated in place below
+    active = run.residual_squared > tolerance
+    for iteration in range(iterations):
+        product = apply_hvp(hvp, direction)
+        run.products += 1
+        curvature = vectors.dot(direction, product)  # pᵀHp
+        run.negative_curvature |= active & (curvature <= 0)
+        run.non_finite |= active & ~torch.isfinite(curvature)
+        stepping = active & (curvature > 0)
+        # x += a p, r −= a Hp with a = rᵀz / pᵀHp; masked to zero once this run has stopped.
+        step = torch.where(stepping, inner / curvature, torch.zeros_like(curvature))
+        vectors.add_scaled_(run.solution, step, direction)
+        if iteration == 0:
+            run.residual = vectors.add_scaled(run.residual, -step, product)
+        else:
+            vectors.add_scaled_(run.residual, -step, product)
+        del product
+        residual_squared = vectors.dot(run.residual, run.residual)
+        preconditioned = run.residual if precondition is None else precondition(run.residual)
+        new_inner = residual_squared if precondition is None else vectors.dot(run.residual, preconditioned)
+        run.non_finite |= stepping & ~(torch.isfinite(residual_squared) & torch.isfinite(new_inner))
+        beta = torch.where(stepping, new_inner / inner, torch.zeros_like(curvature))
+        vectors.scale_and_add_(direction, beta, preconditioned)  # p ← z + βp
+        inner = torch.where(stepping, new_inner, inner)
+        run.residual_squared = torch.where(stepping, residual_squared, run.residual_squared)
+        run.steps_taken += stepping.to(torch.int64)
+        active = stepping & (run.residual_squared > tolerance) & torch.isfinite(run.residual_squared)
+        if (iteration + 1) % check_every == 0 and not bool(active):
+            break
+    return run

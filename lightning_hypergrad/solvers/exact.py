@@ -28,7 +28,8 @@ class Exact(IHVPSolver):
     treated as zero. It costs P products and O(P²) memory, so it is meant as the reference in tests and
     benchmarks; problems with more than ``max_size`` weights are refused. ``initial`` is checked for shape,
     then unused.
-    ``residual_norm`` is the exact ``‖b − H x‖`` (nonzero only when b leaves H's range).
+    ``residual_norm`` is the exact ``‖b − H x‖`` (nonzero only when b leaves H's range). NaN or inf in a
+    product or in b gives ``status=NON_FINITE`` and a zero solution, never an exception.
 
     Args:
         max_size: the largest P (total number of weights) accepted, ``>= 1``.
@@ -37,15 +38,20 @@ class Exact(IHVPSolver):
     def __init__(self, max_size: int = 4096) -> None:
         self.max_size = check_count("Exact", "max_size", max_size, minimum=1)
 
+    def check_size(self, num_weights: int) -> None:
+        """Raise a ``ValueError`` naming the sizes when ``num_weights`` exceeds ``max_size``."""
+        if num_weights > self.max_size:
+            raise ValueError(
+                f"Exact(max_size={self.max_size}) refuses a system with P={num_weights} weights: it would form a "
+                f"dense {num_weights}x{num_weights} Hessian from {num_weights} products. Use ConjugateGradient or "
+                "Neumann, or raise max_size."
+            )
+
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         check_initial(b, initial)
         target = vectors.to_working(b)
         size = sum(part.numel() for part in target)
-        if size > self.max_size:
-            raise ValueError(
-                f"Exact(max_size={self.max_size}) refuses a system with P={size} weights: it would form a dense "
-                f"{size}x{size} Hessian from {size} products. Use ConjugateGradient or Neumann, or raise max_size."
-            )
+        self.check_size(size)
         flat_target = vectors.flatten(target)
         columns = []
         for index in range(size):
@@ -58,13 +64,22 @@ class Exact(IHVPSolver):
         )
         hessian = (hessian + hessian.T) / 2
         rhs = flat_target.to(dense_dtype)
+        if not bool(torch.isfinite(hessian).all() & torch.isfinite(rhs).all()):  # pinv would raise on NaN
+            return finish(
+                vectors.zeros_like(target),
+                b,
+                status=SolveStatus.NON_FINITE,
+                iterations=0,
+                residual_norm=torch.full((), float("nan"), dtype=dense_dtype),
+                hvp_count=size,
+            )
         solution = torch.linalg.pinv(hessian, hermitian=True) @ rhs
         residual_norm = torch.linalg.vector_norm(rhs - hessian @ solution)
         finite = bool(torch.isfinite(solution).all())
         return finish(
             vectors.unflatten(solution, target),
             b,
-            status=SolveStatus.TOLERANCE_REACHED if finite else SolveStatus.DIVERGED,
+            status=SolveStatus.TOLERANCE_REACHED if finite else SolveStatus.NON_FINITE,
             iterations=0,
             residual_norm=residual_norm,
             hvp_count=size,

@@ -29,7 +29,7 @@ class Identity(IHVPSolver):
     With ``x_0 = 0`` (the default) this costs nothing beyond the gradients, and the hypergradient it gives
     is that of differentiating through a single gradient step of size α (the "greedy", one-step lookahead
     hypergradient). ``residual_norm`` is ``‖b − H x_0‖``, the residual before the step; ``status`` is
-    ``ITERATIONS_EXHAUSTED`` unless ``b`` is non-finite (``DIVERGED``).
+    ``ITERATIONS_EXHAUSTED`` unless ``b`` or the warm start's product holds NaN or inf (``NON_FINITE``).
 
     Args:
         alpha: the scale α ``> 0``; the inverse Hessian's stand-in is ``αI``.
@@ -45,16 +45,16 @@ class Identity(IHVPSolver):
         return solver
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
-        target = vectors.to_working(b)
-        start, residual, hvp_count = starting_point(hvp, target, initial)
-        solution = vectors.add_scaled(start, self.alpha, residual)
-        finite = bool(vectors.all_finite(solution))
+        target = vectors.to_working(b, copy=False)
+        start = starting_point(hvp, target, initial)
+        solution = vectors.add_scaled(start.point, self.alpha, start.residual)
+        finite = bool(vectors.all_finite(solution) & start.finite)
         return finish(
             solution,
             b,
-            status=SolveStatus.ITERATIONS_EXHAUSTED if finite else SolveStatus.DIVERGED,
+            status=SolveStatus.ITERATIONS_EXHAUSTED if finite else SolveStatus.NON_FINITE,
             iterations=0,
-            residual_norm=vectors.norm(residual),
-            hvp_count=hvp_count,
+            residual_norm=vectors.norm(start.residual),
+            hvp_count=start.hvp_count,
             alpha=self.alpha,
         )

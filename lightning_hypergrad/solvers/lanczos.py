@@ -10,6 +10,8 @@ from torch import Tensor
 from lightning_hypergrad import vectors
 from lightning_hypergrad.solvers.base import HVP, apply_hvp
 
+BREAKDOWN_TOLERANCE = 64  # β below this many ulps of ‖H q_j‖ means q_j spans an invariant subspace
+
 
 def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[Tensor, Tensor]:
     """Estimates of H's smallest and largest eigenvalues along ``start``, by ``steps`` Lanczos steps.
@@ -18,27 +20,42 @@ def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[
     the Krylov space ``span{b, Hb, …, H^{k−1}b}`` in which H is the tridiagonal ``T`` of the α's and β's; the
     extreme eigenvalues of ``T`` (Ritz values) lie inside H's spectrum and converge to its extremes. Only
     three vectors are kept (no reorthogonalisation: lost orthogonality only repeats converged Ritz values).
-    Returns two 0-dim tensors on the vectors' device; nothing waits for the host.
+
+    A breakdown (β ≈ 0: the start lies in an invariant subspace, e.g. on an eigenvector) ends the recurrence;
+    the remaining steps repeat ``α_0``, the Rayleigh quotient of the start, which lies between the Ritz values
+    already found, so both estimates stay inside the spectrum. Returns two 0-dim tensors on the vectors'
+    device; nothing waits for the host. Non-finite products (or a zero start) give NaN estimates, never an
+    exception.
     """
     start = tuple(start)
     norm = vectors.norm(start)
     tiny = torch.finfo(norm.dtype).tiny
+    eps = torch.finfo(norm.dtype).eps
     current = vectors.scale(start, 1.0 / norm.clamp_min(tiny))
     previous = vectors.zeros_like(current)
     beta = torch.zeros_like(norm)
-    diagonal, off_diagonal = [], []
+    finite = torch.isfinite(norm)
+    broken = torch.zeros((), dtype=torch.bool, device=norm.device)
+    diagonal: list[Tensor] = []
+    off_diagonal: list[Tensor] = []
     for _ in range(steps):
         product = vectors.add_scaled(apply_hvp(hvp, current), -beta, previous)
         alpha = vectors.dot(product, current)
         product = vectors.add_scaled(product, -alpha, current)
         beta = vectors.norm(product)
-        diagonal.append(alpha)
-        off_diagonal.append(beta)
-        # An invariant subspace (β = 0) ends the recurrence; later steps then add exact zeros to T.
-        previous, current = current, vectors.scale(product, 1.0 / beta.clamp_min(tiny))
+        finite = finite & torch.isfinite(alpha) & torch.isfinite(beta)
+        diagonal.append(torch.where(broken, diagonal[0], alpha) if diagonal else alpha)
+        # ‖H q_j − β_j q_{j−1}‖² = α_j² + β_{j+1}² (an orthogonal split): the breakdown test needs no extra pass.
+        broken = broken | (beta <= BREAKDOWN_TOLERANCE * eps * (alpha.square() + beta.square()).sqrt())
+        off_diagonal.append(torch.where(broken, torch.zeros_like(beta), beta))
+        # After a breakdown q_{j+1} would be rounding noise blown up by 1/β: continue with zero vectors instead.
+        inverse = torch.where(broken, torch.zeros_like(beta), 1.0 / beta.clamp_min(tiny))
+        previous, current = current, vectors.scale(product, inverse)
     tridiagonal = torch.diag(torch.stack(diagonal))
     if steps > 1:
         couplings = torch.stack(off_diagonal[:-1])
         tridiagonal = tridiagonal + torch.diag(couplings, 1) + torch.diag(couplings, -1)
-    ritz_values = torch.linalg.eigvalsh(tridiagonal)
-    return ritz_values[0], ritz_values[-1]
+    # eigvalsh raises on NaN: decompose a finite stand-in, then report NaN.
+    ritz_values = torch.linalg.eigvalsh(torch.where(finite, tridiagonal, torch.zeros_like(tridiagonal)))
+    not_a_number = torch.full_like(ritz_values[0], float("nan"))
+    return torch.where(finite, ritz_values[0], not_a_number), torch.where(finite, ritz_values[-1], not_a_number)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -16,11 +17,16 @@ from lightning_hypergrad.solvers.base import (
     IHVPSolver,
     SolveResult,
     SolveStatus,
+    Start,
     apply_hvp,
     finish,
     starting_point,
 )
 from lightning_hypergrad.solvers.lanczos import extreme_eigenvalues
+from lightning_hypergrad.vectors import Vector
+
+RITZ_MARGIN = 1e-2  # a Ritz value of I − αH below −(1 + this) proves αλ > 2 for some λ along b
+PARALLEL_LIMIT = 1e-2  # 1 − cos² between the last two terms below this: their 2-D Ritz values are rounding noise
 
 
 class Neumann(IHVPSolver):
@@ -36,19 +42,30 @@ class Neumann(IHVPSolver):
     steps of gradient descent with learning rate α started at a stationary point (Lorraine et al., Theorem 1).
 
     ``alpha="auto"`` picks ``α = 1/θ`` where θ is the largest Ritz value after ``lanczos_steps`` Lanczos steps
-    started from ``b`` (see :func:`extreme_eigenvalues`; those products are counted in ``hvp_count``). Lanczos
+    started from ``b`` (see :func:`extreme_eigenvalues`; those products are counted in ``hvp_count``). With
+    ``lanczos_every = n > 1`` the estimate is reused for n solves (it is part of :meth:`state_dict`, so it
+    survives a resume): when such a reused α overshoots (detected as below, e.g. after the weights moved into
+    sharper curvature) the solve estimates θ again and reruns the series, and a Rayleigh quotient of the terms
+    above θ replaces it for the next solve. Lanczos
     is power iteration with the Rayleigh–Ritz refinement over all the vectors it has seen, at the same cost of
     one product per step and O(P) memory; θ never exceeds λ_max and approaches it far faster than a power
     iterate does, keeping ``αλ_max`` in ``[1, 2)``. Starting from ``b`` is deliberate: only the directions
     present in ``b`` enter the series. Should θ still fall below ``λ_max/2``, the overshoot test below reports it.
 
-    Divergence is detected after the loop, without a host sync per term. The solve reports
-    ``status=DIVERGED``, ``converged=False`` and a zero solution when
+    Failure is detected after the loop, without a host sync per term, and reported with ``converged=False``
+    and a zero solution: ``status=NON_FINITE`` when any product or the sum holds NaN or inf, and
+    ``status=DIVERGED`` when
 
-    - any value is non-finite;
-    - the series overshoots: the last term is larger than the one before and points against it, the signature
-      of an eigenvalue with ``αλ > 2`` (``α ≥ 2/λ_max``), whose component flips sign and grows every term; or
-    - the terms grew by more than ``max_growth``: ``‖(I − αH)^K b‖ > max_growth · ‖b‖``.
+    - the series overshoots, shown by either sign of an eigenvalue with ``αλ > 2``, whose component flips sign
+      and grows by ``|1 − αλ|`` every term: (a) the last term is larger than the one before and points against
+      it, or (b) a Ritz value of ``I − αH`` on the span of the last two terms before the final product (from
+      inner products the loop already has, no extra product) lies below ``−1.01``. (b) is proof, not a
+      heuristic: Ritz values lie inside the spectrum along b. What is not detected is an overshooting component
+      too small to move either test yet: its share of the last terms is then still below rounding-level
+      influence on (b), and its error in the sum is at most ``α Σ_j |1 − αλ|^j`` times that small share;
+    - the terms grew by more than ``max_growth``: ``‖(I − αH)^K b‖ > max_growth · ‖b‖``, or at one of the terms
+      1, 2, 4, 8, … (so a series that overflows to inf later is still reported as diverged); or
+    - ``alpha="auto"`` finds no curvature along a nonzero b (θ ≤ 0: no step size makes the series converge).
 
     Slower, same-signed growth comes from negative curvature along ``b`` (a saddle region, common early in
     training). Up to ``max_growth`` it is kept: the truncated series is then still exactly the hypergradient of
@@ -60,9 +77,11 @@ class Neumann(IHVPSolver):
 
     Args:
         iterations: K, the number of Hessian-vector products (series terms after the first), ``>= 1``.
-        alpha: the step α ``> 0``, or ``"auto"`` to estimate ``1/λ_max`` by Lanczos on every solve.
+        alpha: the step α ``> 0``, or ``"auto"`` to estimate ``1/λ_max`` by Lanczos.
         lanczos_steps: products spent estimating ``λ_max`` when ``alpha="auto"``, ``>= 1``.
         max_growth: the largest tolerated ratio ``‖(I − αH)^K b‖ / ‖b‖``, ``> 0``.
+        lanczos_every: with ``alpha="auto"``, estimate ``λ_max`` afresh every this many solves and reuse it in
+            between, ``>= 1`` (1: every solve).
 
     Example:
         >>> import torch
@@ -84,6 +103,7 @@ class Neumann(IHVPSolver):
         alpha: float | Literal["auto"] = "auto",
         lanczos_steps: int = 10,
         max_growth: float = 10.0,
+        lanczos_every: int = 1,
     ) -> None:
         self.iterations = check_count("Neumann", "iterations", iterations, minimum=1)
         if alpha == "auto":
@@ -94,6 +114,9 @@ class Neumann(IHVPSolver):
             self.alpha = check_positive("Neumann", "alpha", alpha)
         self.lanczos_steps = check_count("Neumann", "lanczos_steps", lanczos_steps, minimum=1)
         self.max_growth = check_positive("Neumann", "max_growth", max_growth)
+        self.lanczos_every = check_count("Neumann", "lanczos_every", lanczos_every, minimum=1)
+        self._largest_eigenvalue: float | None = None  # the cached estimate of λ_max along b
+        self._solves_since_estimate = 0
 
     def with_alpha(self, alpha: float) -> Neumann:
         """A copy of this solver with step size ``alpha`` (validated as in the constructor)."""
@@ -101,45 +124,160 @@ class Neumann(IHVPSolver):
         solver.alpha = check_positive("Neumann", "alpha", alpha)
         return solver
 
-    def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
-        target = vectors.to_working(b)
-        start, residual, hvp_count = starting_point(hvp, target, initial)
-        initial_residual_norm = vectors.norm(residual)
+    def state_dict(self) -> dict[str, Any]:
+        """The cached ``λ_max`` estimate and the solves since it was made (for ``lanczos_every > 1``)."""
+        return {"largest_eigenvalue": self._largest_eigenvalue, "solves_since_estimate": self._solves_since_estimate}
 
-        degenerate = torch.zeros((), dtype=torch.bool, device=initial_residual_norm.device)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (missing keys: estimate afresh at the next solve)."""
+        self._largest_eigenvalue = state.get("largest_eigenvalue")
+        self._solves_since_estimate = int(state.get("solves_since_estimate", 0))
+
+    def failure_advice(self, result: SolveResult) -> str:
+        """A remedy for a failed solve that fits this configuration and the cause."""
+        if result.converged:
+            return ""
         if self.alpha == "auto":
-            largest = extreme_eigenvalues(hvp, residual, self.lanczos_steps)[1]
-            hvp_count += self.lanczos_steps
-            tiny = torch.finfo(largest.dtype).tiny
-            # H vanishes along a nonzero b: the system is singular there and no step size makes the series converge.
-            degenerate = (largest <= tiny) & (initial_residual_norm > 0)
-            alpha: Tensor | float = 1.0 / largest.clamp_min(tiny)
+            step = (
+                f"alpha='auto' (alpha={result.alpha:.3g} from {self.lanczos_steps} Lanczos steps): raise "
+                "lanczos_steps for a closer λ_max estimate"
+            )
         else:
-            alpha = self.alpha
+            step = f"alpha={self.alpha:g}, which must stay below 2/λ_max: lower alpha or use alpha='auto'"
+        if result.status is SolveStatus.NON_FINITE:
+            return (
+                f"NaN or inf appeared. If the losses are finite, the series overflowed with {step}. Otherwise "
+                + super().failure_advice(result)
+            )
+        return f"The Neumann series diverged with {step}; where the Hessian has strong negative curvature pass damping > 0."
 
-        # term_j = (I − αH)^j r0 and x = x0 + α Σ_j term_j, accumulated in working precision.
-        term = residual
-        solution = vectors.add_scaled(start, alpha, term)
-        for _ in range(self.iterations):
-            previous = term
-            term = vectors.add_scaled(term, -alpha, apply_hvp(hvp, term))
-            solution = vectors.add_scaled(solution, alpha, term)
-        hvp_count += self.iterations
+    def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
+        target = vectors.to_working(b, copy=False)
+        start = starting_point(hvp, target, initial)
+        if self.alpha != "auto":
+            series = _series(hvp, start, self.alpha, self.iterations, self.max_growth)
+            return _result(series, b, start, self.iterations, start.hvp_count + self.iterations, self.alpha)
 
-        residual_norm = vectors.norm(term)
-        finite = vectors.all_finite(solution) & torch.isfinite(residual_norm)
-        previous_norm = vectors.norm(previous)
-        # Overshoot: growing and sign-flipping, above the rounding floor where noise could mimic it.
-        significant = residual_norm > initial_residual_norm * torch.finfo(residual_norm.dtype).eps ** 0.5
-        overshoot = (residual_norm > previous_norm) & (vectors.dot(term, previous) < 0) & significant
-        grew_too_much = residual_norm > self.max_growth * initial_residual_norm
-        diverged = bool(~finite | overshoot | grew_too_much | degenerate)  # host syncs happen only here
-        return finish(
-            solution,
-            b,
-            status=SolveStatus.DIVERGED if diverged else SolveStatus.ITERATIONS_EXHAUSTED,
-            iterations=self.iterations,
-            residual_norm=residual_norm,
-            hvp_count=hvp_count,
-            alpha=float(alpha),
-        )
+        hvp_count = start.hvp_count + self.iterations
+        reused = self._largest_eigenvalue is not None and self._solves_since_estimate < self.lanczos_every
+        largest = self._largest_eigenvalue if reused else self._estimate(hvp, start.residual)
+        hvp_count += 0 if reused else self.lanczos_steps
+        series = _series(hvp, start, _step_size(largest), self.iterations, self.max_growth)
+        if reused and bool(series.overshoot & series.finite):
+            # The weights moved into sharper curvature since the estimate: estimate again and redo the series.
+            largest = self._estimate(hvp, start.residual)
+            series = _series(hvp, start, _step_size(largest), self.iterations, self.max_growth)
+            hvp_count += self.lanczos_steps + self.iterations
+        self._solves_since_estimate += 1
+        if math.isnan(largest):
+            series = series._replace(finite=torch.zeros_like(series.finite))
+        elif largest <= 0 and bool(vectors.norm(start.residual) > 0):
+            series = series._replace(overshoot=torch.ones_like(series.overshoot))  # no curvature along b
+        elif self._largest_eigenvalue is not None and float(series.curvature) > self._largest_eigenvalue:
+            self._largest_eigenvalue = float(series.curvature)  # the terms saw sharper curvature: use it next time
+        return _result(series, b, start, self.iterations, hvp_count, _step_size(largest))
+
+    def _estimate(self, hvp: HVP, residual: Vector) -> float:
+        """``λ_max`` along ``residual`` by Lanczos; cached for later solves when it is finite and positive."""
+        largest = float(extreme_eigenvalues(hvp, residual, self.lanczos_steps)[1])
+        self._largest_eigenvalue = largest if math.isfinite(largest) and largest > 0 else None
+        self._solves_since_estimate = 0
+        return largest
+
+
+def _step_size(largest: float) -> float:
+    """α = 1/θ; NaN stays NaN (the series then reports it), no curvature falls back to 1."""
+    if math.isnan(largest):
+        return largest
+    return 1.0 / largest if largest > 0 else 1.0
+
+
+class _Series(NamedTuple):
+    solution: Vector
+    residual_norm: Tensor
+    finite: Tensor
+    overshoot: Tensor  # overshoot or growth beyond max_growth: the series diverged
+    curvature: Tensor  # the largest Rayleigh quotient of H among the terms checked
+
+
+def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: float) -> _Series:
+    """``x = x0 + α Σ_{j≤K} (I − αH)^j r0`` in working precision, holding three weight-sized vectors."""
+    term = start.residual  # may be b itself: replaced, never updated in place, at the first step
+    initial_norm = vectors.norm(term)
+    # Out of place: start.point stays intact for a rerun. A cold start skips adding its zeros.
+    cold = start.cold or not bool(start.warm)
+    solution = vectors.scale(term, alpha) if cold else vectors.add_scaled(start.point, alpha, term)
+    moments = []  # (‖t_j‖², t_jᵀ H t_j) for the last two products: the inputs of the overshoot tests
+    # Growth seen at terms 1, 2, 4, 8, …: a series that overflows later still reports that it diverged.
+    grew_early = torch.zeros((), dtype=torch.bool, device=initial_norm.device)
+    for step in range(iterations):
+        product = apply_hvp(hvp, term)
+        if step >= iterations - 2:
+            moments.append((vectors.dot(term, term), vectors.dot(term, product)))
+        if step == 0:  # the product's buffer becomes t_1 where it is fresh; t_0 may be b, left alone
+            term = vectors.subtract_scaled_into(term, alpha, product)
+        else:
+            vectors.add_scaled_(term, -alpha, product)
+        vectors.add_scaled_(solution, alpha, term)
+        del product
+        if step & (step + 1) == 0:
+            size = vectors.norm(term)
+            grew_early |= torch.isfinite(size) & (size > max_growth * initial_norm)
+
+    residual_norm = vectors.norm(term)
+    # NaN or inf in any term stays in every later one (t_{j+1} = t_j − α H t_j), so the last term's norm tells;
+    # the sum's norm (one pass, not four as an elementwise check) catches an overflow of α Σ t_j itself.
+    finite = torch.isfinite(residual_norm) & torch.isfinite(vectors.norm(solution))
+    previous_squared, previous_curvature = moments[-1]
+    # (a) growing and sign-flipping, above the rounding floor where noise could mimic it.
+    significant = residual_norm > initial_norm * torch.finfo(residual_norm.dtype).eps ** 0.5
+    flips = (previous_squared - alpha * previous_curvature) < 0  # t_Kᵀ t_{K−1} = ‖t_{K−1}‖² − α t_{K−1}ᵀ H t_{K−1}
+    grows = residual_norm.to(previous_squared.dtype) ** 2 > previous_squared
+    overshoot = (grows & flips & significant) | (_smallest_ritz_value(moments, alpha) < -(1 + RITZ_MARGIN))
+    grew_too_much = residual_norm > max_growth * initial_norm
+    quotients = [torch.where(squared > 0, curvature / squared, 0) for squared, curvature in moments]
+    diverged = ((overshoot | grew_too_much) & finite) | grew_early  # finite growth, not NaN's comparisons
+    return _Series(solution, residual_norm, finite, diverged, torch.stack(quotients).max())
+
+
+def _smallest_ritz_value(moments: list[tuple[Tensor, Tensor]], alpha: float) -> Tensor:
+    """The smallest Ritz value of ``M = I − αH`` on the span of the checked terms, from their moments alone.
+
+    With ``t_{j+1} = M t_j`` and M symmetric, every inner product needed is known: ``t_jᵀ t_{j+1} = ‖t_j‖² −
+    α t_jᵀHt_j`` and ``t_jᵀ M t_{j+1} = ‖t_{j+1}‖²``. The 2×2 pencil ``(G1, G0)`` of the last two terms is
+    solved in closed form in float64; when those terms are nearly parallel only their Rayleigh quotients count.
+    """
+    (squared_first, curvature_first), *rest = [(s.double(), c.double()) for s, c in moments]
+    tiny = torch.finfo(torch.float64).tiny
+    first = 1 - alpha * curvature_first / squared_first.clamp_min(tiny)  # Rayleigh quotient of M at t_{K−2}
+    if not rest:
+        return torch.where(squared_first > 0, first, 0)
+    squared_second, curvature_second = rest[0]
+    second = 1 - alpha * curvature_second / squared_second.clamp_min(tiny)
+    # Normalised: G0 = [[1, r], [r, 1]], G1 = [[first, o], [o, second]].
+    scale = (squared_first * squared_second).sqrt().clamp_min(tiny)
+    r = first * squared_first / scale
+    o = squared_second / scale
+    a, b, c = 1 - r**2, first + second - 2 * o * r, first * second - o**2
+    pair = (b - (b**2 - 4 * a * c).clamp_min(0).sqrt()) / (2 * a.clamp_min(tiny))
+    smallest = torch.minimum(first, second)
+    smallest = torch.where(a > PARALLEL_LIMIT, torch.minimum(smallest, pair), smallest)
+    return torch.where((squared_first > 0) & (squared_second > 0), smallest, 0)
+
+
+def _result(series: _Series, b: Sequence[Tensor], start: Start, iterations: int, hvp_count: int, alpha: float):
+    finite, overshoot = torch.stack([series.finite & start.finite, series.overshoot]).tolist()  # one host sync
+    status = SolveStatus.ITERATIONS_EXHAUSTED
+    if overshoot:  # before non-finite: an overflow that follows growth is divergence, not a NaN product
+        status = SolveStatus.DIVERGED
+    elif not finite:
+        status = SolveStatus.NON_FINITE
+    return finish(
+        series.solution,
+        b,
+        status=status,
+        iterations=iterations,
+        residual_norm=series.residual_norm,
+        hvp_count=hvp_count,
+        alpha=alpha,
+    )

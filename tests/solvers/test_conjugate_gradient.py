@@ -84,9 +84,9 @@ def test_negative_curvature_at_the_first_step_fails_with_zeros() -> None:
     assert torch.equal(result.solution[0], torch.zeros(3, dtype=torch.float64))
 
 
-def test_non_finite_products_are_reported_as_divergence() -> None:
+def test_non_finite_products_are_reported_as_such() -> None:
     result = ConjugateGradient(iterations=4).solve(lambda v: (v[0] * float("nan"),), (torch.ones(3),))
-    assert result.status is SolveStatus.DIVERGED
+    assert result.status is SolveStatus.NON_FINITE and not result.converged
     assert torch.isfinite(result.solution[0]).all()
 
 
@@ -112,3 +112,65 @@ def test_negative_curvature_after_a_step_keeps_the_truncated_iterate() -> None:
     assert result.iterations == 1
     expected = (b @ b) / (b @ hessian @ b) * b  # the first CG step from zero, before the breakdown
     torch.testing.assert_close(result.solution[0], expected, rtol=1e-14, atol=0)
+
+
+def test_negative_curvature_from_a_warm_start_returns_the_warm_start() -> None:
+    # The warm start's residual points along the negative eigenvector: CG stops before its first step and keeps
+    # the start it was given (which beats zero), not zeros.
+    hessian = torch.diag(torch.tensor([-2.0, 1.0, 3.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 1.0, 3.0], dtype=torch.float64)
+    start = torch.tensor([0.1, 1.0, 1.0], dtype=torch.float64)  # residual b − H start = (1.2, 0, 0)
+    solver = ConjugateGradient(iterations=3)
+    result = solver.solve(lambda v: (hessian @ v[0],), (b,), initial=(start,))
+    assert result.status is SolveStatus.NEGATIVE_CURVATURE
+    assert result.converged and result.iterations == 0
+    assert torch.equal(result.solution[0], start)
+    assert solver.failure_advice(result) == ""
+
+
+def test_failure_advice_for_negative_curvature_suggests_damping() -> None:
+    hessian = torch.diag(torch.tensor([-2.0, 1.0, 3.0], dtype=torch.float64))
+    solver = ConjugateGradient(iterations=3)
+    result = solver.solve(lambda v: (hessian @ v[0],), (torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),))
+    assert not result.converged
+    assert "damping > 0" in solver.failure_advice(result)
+    assert "alpha" not in solver.failure_advice(result)
+
+
+def test_preconditioned_cg_is_exact_in_n_iterations_and_beats_plain_cg() -> None:
+    # Two clusters at the top of a wide spectrum: deflating them leaves an easy system.
+    eigenvalues = torch.tensor([1e-2, 2e-2, 3e-2, 5e-2, 8e-2, 0.1, 0.12, 0.15, 50.0, 60.0, 80.0, 100.0])
+    hessian = symmetric_matrix(12, eigenvalues)
+    b = torch.ones(12, dtype=torch.float64)
+    exact = torch.linalg.solve(hessian, b)
+    solver = ConjugateGradient(
+        iterations=12, rtol=1e-13, preconditioner="spectral", preconditioner_rank=4, preconditioner_steps=12
+    )
+    result = solver.solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.converged and result.status is SolveStatus.TOLERANCE_REACHED
+    torch.testing.assert_close(result.solution[0], exact, rtol=1e-10, atol=1e-12)
+    assert result.hvp_count == 12 + result.iterations  # building it cost 12 products, counted once
+    after = [solver.solve(lambda v: (hessian @ v[0],), (b,)) for _ in range(2)]
+    assert [r.hvp_count for r in after] == [r.iterations for r in after]  # reused: no rebuild
+    # M⁻¹H has the 8 small eigenvalues and σ (the top four mapped onto it): 9 distinct values, 9 steps.
+    assert result.iterations <= 9
+    plain = ConjugateGradient(iterations=8, rtol=1e-30).solve(lambda v: (hessian @ v[0],), (b,))
+    error = float(torch.linalg.vector_norm(plain.solution[0] - exact) / torch.linalg.vector_norm(exact))
+    assert error > 1e-2
+
+
+def test_preconditioner_state_round_trips() -> None:
+    hessian = symmetric_matrix(6, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    b = torch.ones(6, dtype=torch.float64)
+    solver = ConjugateGradient(iterations=3, preconditioner="spectral", preconditioner_rank=2, preconditioner_steps=4)
+    solver.solve(lambda v: (hessian @ v[0],), (b,))
+    restored = ConjugateGradient(iterations=3, preconditioner="spectral", preconditioner_rank=2, preconditioner_steps=4)
+    restored.load_state_dict(solver.state_dict())
+    first, second = (s.solve(lambda v: (hessian @ v[0],), (b,)) for s in (solver, restored))
+    assert first.hvp_count == second.hvp_count == 3
+    torch.testing.assert_close(first.solution[0], second.solution[0], rtol=0, atol=0)
+
+
+def test_unknown_preconditioner_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"ConjugateGradient\(preconditioner='jacobi'\): allowed values are"):
+        ConjugateGradient(preconditioner="jacobi")

@@ -63,8 +63,10 @@ def test_step_above_two_over_lambda_max_reports_divergence_with_finite_output(fa
 
 def test_overflow_to_infinity_is_caught() -> None:
     hessian, b = system()
-    result = Neumann(iterations=200, alpha=1e3).solve(lambda v: (hessian.float() @ v[0],), (b.float(),))
-    assert result.status is SolveStatus.DIVERGED
+    solver = Neumann(iterations=200, alpha=1e3)
+    result = solver.solve(lambda v: (hessian.float() @ v[0],), (b.float(),))
+    assert result.status is SolveStatus.DIVERGED and not result.converged  # it grew before it overflowed
+    assert "diverged with alpha=1000, which must stay below 2/λ_max" in solver.failure_advice(result)
     assert torch.isfinite(result.solution[0]).all()
 
 
@@ -151,3 +153,96 @@ def test_warm_start_solves_the_residual_system() -> None:
     expected = start + truncated_series(hessian, b - hessian @ start, 9, 0.15)
     torch.testing.assert_close(result.solution[0], expected, rtol=1e-12, atol=1e-12)
     assert result.hvp_count == 10
+
+
+@pytest.mark.parametrize("iterations", [4, 5, 10, 20, 60])
+def test_an_overshoot_hidden_behind_shrinking_terms_is_detected(iterations: int) -> None:
+    # αλ = 2.1 along a small component: the terms shrink overall, yet the series diverges along it.
+    hessian = torch.diag(torch.tensor([0.1, 1.0, 2.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 1.0, 0.05], dtype=torch.float64)
+    solver = Neumann(iterations=iterations, alpha=1.05)
+    result = solver.solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.status is SolveStatus.DIVERGED and not result.converged
+    assert "lower alpha or use alpha='auto'" in solver.failure_advice(result)
+    below = Neumann(iterations=iterations, alpha=0.99).solve(lambda v: (hessian @ v[0],), (b,))
+    assert below.converged  # the test proves αλ > 2: no false alarm just below the limit
+
+
+def test_lanczos_started_on_an_eigenvector_stays_in_the_spectrum() -> None:
+    hessian = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    for index in range(3):
+        start = torch.zeros(3, dtype=torch.float64)
+        start[index] = 1.0
+        smallest, largest = extreme_eigenvalues(lambda v: (hessian @ v[0],), (start,), 5)
+        assert float(smallest) == float(largest) == index + 1.0
+
+
+def test_lanczos_returns_nan_for_non_finite_products_instead_of_raising() -> None:
+    hvp = lambda v: (v[0] * float("nan"),)  # noqa: E731
+    smallest, largest = extreme_eigenvalues(hvp, (torch.ones(3, dtype=torch.float64),), 3)
+    assert torch.isnan(smallest) and torch.isnan(largest)
+
+
+def test_a_reused_estimate_saves_the_lanczos_products() -> None:
+    hessian, b = system()
+    solver = Neumann(iterations=10, alpha="auto", lanczos_steps=4, lanczos_every=3)
+    counts = [solver.solve(lambda v: (hessian @ v[0],), (b,)).hvp_count for _ in range(4)]
+    assert counts == [14, 10, 10, 14]
+    fresh = Neumann(iterations=10, alpha="auto", lanczos_steps=4).solve(lambda v: (hessian @ v[0],), (b,))
+    reused = solver.solve(lambda v: (hessian @ v[0],), (b,))
+    assert reused.alpha == fresh.alpha
+    torch.testing.assert_close(reused.solution[0], fresh.solution[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("iterations", [5, 10, 20])
+@pytest.mark.parametrize("sharpening", [2.5, 3.0, 10.0])
+def test_a_reused_estimate_never_overshoots_undetected_after_the_weights_move(
+    seed: int, iterations: int, sharpening: float
+) -> None:
+    # The weights moved into sharper curvature since λ_max was estimated: the cached α now exceeds 2/λ_max.
+    # (Series of fewer than 5 terms can miss it, as docs/solvers.md says.)
+    hessian, b = system(seed)
+    solver = Neumann(iterations=iterations, alpha="auto", lanczos_steps=6, lanczos_every=100)
+    solver.solve(lambda v: (hessian @ v[0],), (b,))
+    stale_alpha = 1 / solver.state_dict()["largest_eigenvalue"]
+    sharper = sharpening * hessian
+    lambda_max = sharpening * float(EIGENVALUES.max())
+    assert stale_alpha * lambda_max > 2
+    result = solver.solve(lambda v: (sharper @ v[0],), (b,))
+    assert result.converged
+    assert result.hvp_count == 2 * iterations + 6  # the stale series, a new estimate, the series again
+    assert result.alpha * lambda_max < 2
+    expected = truncated_series(sharper, b, iterations, result.alpha)
+    torch.testing.assert_close(result.solution[0], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_estimate_survives_a_state_dict_round_trip() -> None:
+    hessian, b = system()
+    solver = Neumann(iterations=5, alpha="auto", lanczos_every=10)
+    first = solver.solve(lambda v: (hessian @ v[0],), (b,))
+    restored = Neumann(iterations=5, alpha="auto", lanczos_every=10)
+    restored.load_state_dict(solver.state_dict())
+    assert restored.solve(lambda v: (hessian @ v[0],), (b,)).alpha == first.alpha
+    assert restored.state_dict() == {"largest_eigenvalue": 1 / first.alpha, "solves_since_estimate": 2}
+
+
+def test_failure_advice_fits_the_step_size_setting() -> None:
+    hessian = symmetric_matrix(4, torch.tensor([-3.0, 1.0, 2.0, 3.0]))
+    b = torch.ones(4, dtype=torch.float64)
+    auto = Neumann(iterations=40)
+    result = auto.solve(lambda v: (hessian @ v[0],), (b,))
+    assert not result.converged
+    advice = auto.failure_advice(result)
+    assert "raise lanczos_steps" in advice and "damping" in advice and "use alpha='auto'" not in advice
+    assert auto.failure_advice(Neumann(iterations=3).solve(lambda v: (hessian @ v[0],), (0 * b,))) == ""
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_the_documented_miss_of_very_short_series(iterations: int) -> None:
+    # docs/theory.md and docs/solvers.md say K ≤ 3 misses this overshoot; keep them honest.
+    hessian = torch.diag(torch.tensor([0.1, 1.0, 2.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 1.0, 0.05], dtype=torch.float64)
+    result = Neumann(iterations=iterations, alpha=1.05).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.converged
+    torch.testing.assert_close(result.solution[0], truncated_series(hessian, b, iterations, 1.05))

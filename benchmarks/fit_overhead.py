@@ -1,0 +1,138 @@
+"""Wall time of tuned fits against the plain fit of the same config, with the tuned validation loss beside it.
+
+For each config, runs ``trainer.fit`` as configured (tuned), with a few levers changed (variants), and with
+no callbacks (plain: the weights alone, same data, epochs and seed), interleaving the repetitions so that the
+machine's background load hits all alike. Prints each variant's median wall time as a ratio to the plain fit's
+median, and the validation loss of the final weights (the module's ``test_step`` on the validation split).
+Loggers, checkpoints, progress bars and the end-of-fit report are off in every run; one torch thread.
+
+Variants of the default config measure the levers: how often λ_max is re-estimated (``lanczos_every``), how
+often to hyperstep (``every_n_steps``), series length, and ``Identity`` (no Hessian products at all: what
+remains is the per-hyperstep Python and gradient overhead).
+Run: python benchmarks/fit_overhead.py [--repeats 3] [--configs configs/digits_weight_decay.yaml ...] [--no-variants]
+(``--no-variants`` also runs against older versions of the package, whose solvers lack ``lanczos_every``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from lightning_hypergrad.cli import HypergradCLI
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET = [
+    "--trainer.logger=false",
+    "--trainer.enable_checkpointing=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--report.enabled=false",
+]
+DEFAULT_CONFIGS = ["configs/digits_weight_decay.yaml", "configs/digits_weight_decay_global.yaml"]
+
+
+def callback_args(config: dict) -> dict:
+    (callback,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("HypergradientCallback")]
+    return callback["init_args"]
+
+
+def variants(config: dict, default: bool) -> dict[str, dict | None]:
+    """Name → config (None: the plain fit). The default config also gets its levers varied."""
+    found: dict[str, dict | None] = {"plain (no callback)": None, "as configured": config}
+    if not default:
+        return found
+
+    def changed(solver: dict | None = None, **callback: object) -> dict:
+        varied = copy.deepcopy(config)
+        arguments = callback_args(varied)
+        arguments.update(callback)
+        if solver is not None:
+            arguments["solver"] = solver
+        return varied
+
+    neumann = "lightning_hypergrad.solvers.Neumann"
+    found["before: Neumann(20, auto), λ_max every solve, every 5"] = changed(
+        {"class_path": neumann, "init_args": {"iterations": 20, "alpha": "auto", "lanczos_every": 1}}, every_n_steps=5
+    )
+    found["Neumann(20, auto), λ_max every 10 solves, every 5"] = changed(
+        {"class_path": neumann, "init_args": {"iterations": 20, "alpha": "auto", "lanczos_every": 10}},
+        every_n_steps=5,
+    )
+    found["Neumann(20, auto), λ_max every 10 solves, every 10"] = changed(
+        {"class_path": neumann, "init_args": {"iterations": 20, "alpha": "auto", "lanczos_every": 10}},
+        every_n_steps=10,
+    )
+    found["Neumann(10, auto), λ_max every 10 solves, every 5"] = changed(
+        {"class_path": neumann, "init_args": {"iterations": 10, "alpha": "auto", "lanczos_every": 10}},
+        every_n_steps=5,
+    )
+    found["Identity(0.1) (no products), every 5"] = changed(
+        {"class_path": "lightning_hypergrad.solvers.Identity", "init_args": {"alpha": 0.1}}, every_n_steps=5
+    )
+    return found
+
+
+def run(config: dict | None, base: dict, directory: Path) -> tuple[float, float, float]:
+    """Fit once; returns wall and CPU seconds of ``trainer.fit`` and the validation loss of the final weights."""
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(base if config is None else config))
+    extra = ["--trainer.callbacks=[]"] if config is None else []
+    # The run directory holds what the CLI writes (its saved config), so nothing lands in the working directory.
+    cli = HypergradCLI(
+        args=["--config", str(path), f"--trainer.default_root_dir={directory}", *QUIET, *extra], run=False
+    )
+    start, start_cpu = time.perf_counter(), time.process_time()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    results = cli.trainer.test(cli.model, dataloaders=cli.datamodule.val_dataloader(), verbose=False)
+    return seconds, cpu_seconds, float(results[0]["test_loss"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--no-variants", action="store_true", help="only the plain and the configured fit")
+    arguments = parser.parse_args()
+    torch.set_num_threads(1)
+    for index, name in enumerate(arguments.configs):
+        base = yaml.safe_load((ROOT / name).read_text())
+        cases = variants(base, default=index == 0 and name == DEFAULT_CONFIGS[0] and not arguments.no_variants)
+        times: dict[str, list[float]] = {case: [] for case in cases}
+        cpu_times: dict[str, list[float]] = {case: [] for case in cases}
+        losses: dict[str, list[float]] = {case: [] for case in cases}
+        with tempfile.TemporaryDirectory() as directory:
+            for config in cases.values():  # warm-up: imports, allocator and first-call costs stay out of the timing
+                run(config, base, Path(directory))
+            for _ in range(arguments.repeats):
+                for case, config in cases.items():
+                    seconds, cpu_seconds, loss = run(config, base, Path(directory))
+                    times[case].append(seconds)
+                    cpu_times[case].append(cpu_seconds)
+                    losses[case].append(loss)
+        plain = statistics.median(times["plain (no callback)"])
+        plain_cpu = statistics.median(cpu_times["plain (no callback)"])
+        print(
+            f"\n{name}: plain fit {plain:.1f} s wall, {plain_cpu:.1f} s CPU "
+            f"(median of {arguments.repeats}, interleaved, 1 thread)"
+        )
+        print(f"{'variant':<58} {'× plain (wall)':>15} {'range':>11} {'× plain (CPU)':>14} {'validation loss':>16}")
+        for case in cases:
+            ratio = statistics.median(times[case]) / plain
+            low, high = min(times[case]) / plain, max(times[case]) / plain
+            cpu_ratio = statistics.median(cpu_times[case]) / plain_cpu
+            print(
+                f"{case:<58} {ratio:15.2f} {low:5.2f}–{high:<5.2f} {cpu_ratio:14.2f} "
+                f"{statistics.median(losses[case]):16.4f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
