@@ -44,8 +44,6 @@ nitpick_ignore_regex = [
     ("py:class", "One entry per hyperstep"),
     ("py:class", "taken"),
     ("py:class", "skipped"),
-    # solvers/neumann.py writes :func:`extreme_eigenvalues`; it needs ``~lightning_hypergrad.solvers.lanczos.``.
-    ("py:func", "extreme_eigenvalues"),
 ]
 
 autodoc_member_order = "bysource"

@@ -1,10 +1,10 @@
 """The default solver (``Neumann()``, ``alpha="auto"``) on an LSTM language model: no hyperstep may diverge.
 
-Kept apart for the solver's owner (issue 13). On this LSTM the 10-step Lanczos estimate of λ_max is within
+On this LSTM the 10-step Lanczos estimate of λ_max is within
 1.17× of an 80-step one, but the Hessian is indefinite early in training (λ_min/θ down to −0.62), so with
 α = 1/θ the 20 Neumann terms grow by (1 + α|λ_min|)^20 along negative curvature and the first two hypersteps
-diverge. Choosing α = min(1/θ_max, ln 2 / (K |θ_min|)) from the same Lanczos run removes every skip here
-(``benchmarks/lstm_alpha_tuning.py [--proposed]`` prints these; ``benchmarks/lstm_alpha.py`` the larger model). Remove the xfail once the solver does that.
+diverged. ``Neumann`` now chooses α = min(1/θ_max, ln 2 / (K |θ_min|)) from the same Lanczos run, which removes
+every skip here (``benchmarks/lstm_alpha_tuning.py`` prints these; ``benchmarks/lstm_alpha.py`` the larger model).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import warnings
 from typing import Any
 
 import lightning as L
-import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -64,7 +63,6 @@ def markov_windows(count: int, vocabulary: int, seed: int) -> TensorDataset:
     return TensorDataset(ids[:, :-1], ids[:, 1:])
 
 
-@pytest.mark.xfail(strict=True, reason="alpha='auto' ignores negative curvature; see the module docstring")
 def test_the_default_solver_never_diverges_on_a_tiny_lstm_language_model() -> None:
     L.seed_everything(0, verbose=False)
     model = TinyLanguageModel()

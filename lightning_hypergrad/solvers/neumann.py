@@ -42,7 +42,10 @@ class Neumann(IHVPSolver):
     steps of gradient descent with learning rate α started at a stationary point (Lorraine et al., Theorem 1).
 
     ``alpha="auto"`` picks ``α = 1/θ`` where θ is the largest Ritz value after ``lanczos_steps`` Lanczos steps
-    started from ``b`` (see :func:`extreme_eigenvalues`; those products are counted in ``hvp_count``). With
+    started from ``b`` (see :func:`~lightning_hypergrad.solvers.lanczos.extreme_eigenvalues`; those products are
+    counted in ``hvp_count``). When the smallest Ritz value θ_min of the same run is negative (an indefinite
+    Hessian, e.g. an LSTM early in training), α is capped at ``ln 2 / (K |θ_min|)`` so that the component along
+    negative curvature grows by at most about 2× over the K terms instead of diverging. With
     ``lanczos_every = n > 1`` the estimate is reused for n solves (it is part of :meth:`state_dict`, so it
     survives a resume): when such a reused α overshoots (detected as below, e.g. after the weights moved into
     sharper curvature) the solve estimates θ again and reruns the series, and a Rayleigh quotient of the terms
@@ -116,6 +119,7 @@ class Neumann(IHVPSolver):
         self.max_growth = check_positive("Neumann", "max_growth", max_growth)
         self.lanczos_every = check_count("Neumann", "lanczos_every", lanczos_every, minimum=1)
         self._largest_eigenvalue: float | None = None  # the cached estimate of λ_max along b
+        self._smallest_eigenvalue = 0.0  # and of λ_min, when negative: it caps α (see _step_size)
         self._solves_since_estimate = 0
 
     def with_alpha(self, alpha: float) -> Neumann:
@@ -126,11 +130,16 @@ class Neumann(IHVPSolver):
 
     def state_dict(self) -> dict[str, Any]:
         """The cached ``λ_max`` estimate and the solves since it was made (for ``lanczos_every > 1``)."""
-        return {"largest_eigenvalue": self._largest_eigenvalue, "solves_since_estimate": self._solves_since_estimate}
+        return {
+            "largest_eigenvalue": self._largest_eigenvalue,
+            "smallest_eigenvalue": self._smallest_eigenvalue,
+            "solves_since_estimate": self._solves_since_estimate,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (missing keys: estimate afresh at the next solve)."""
         self._largest_eigenvalue = state.get("largest_eigenvalue")
+        self._smallest_eigenvalue = float(state.get("smallest_eigenvalue", 0.0))
         self._solves_since_estimate = int(state.get("solves_since_estimate", 0))
 
     def failure_advice(self, result: SolveResult) -> str:
@@ -162,11 +171,11 @@ class Neumann(IHVPSolver):
         reused = self._largest_eigenvalue is not None and self._solves_since_estimate < self.lanczos_every
         largest = self._largest_eigenvalue if reused else self._estimate(hvp, start.residual)
         hvp_count += 0 if reused else self.lanczos_steps
-        series = _series(hvp, start, _step_size(largest), self.iterations, self.max_growth)
+        series = _series(hvp, start, self._step_size(largest), self.iterations, self.max_growth)
         if reused and bool(series.overshoot & series.finite):
             # The weights moved into sharper curvature since the estimate: estimate again and redo the series.
             largest = self._estimate(hvp, start.residual)
-            series = _series(hvp, start, _step_size(largest), self.iterations, self.max_growth)
+            series = _series(hvp, start, self._step_size(largest), self.iterations, self.max_growth)
             hvp_count += self.lanczos_steps + self.iterations
         self._solves_since_estimate += 1
         if math.isnan(largest):
@@ -175,21 +184,29 @@ class Neumann(IHVPSolver):
             series = series._replace(overshoot=torch.ones_like(series.overshoot))  # no curvature along b
         elif self._largest_eigenvalue is not None and float(series.curvature) > self._largest_eigenvalue:
             self._largest_eigenvalue = float(series.curvature)  # the terms saw sharper curvature: use it next time
-        return _result(series, b, start, self.iterations, hvp_count, _step_size(largest))
+        return _result(series, b, start, self.iterations, hvp_count, self._step_size(largest))
 
     def _estimate(self, hvp: HVP, residual: Vector) -> float:
-        """``λ_max`` along ``residual`` by Lanczos; cached for later solves when it is finite and positive."""
-        largest = float(extreme_eigenvalues(hvp, residual, self.lanczos_steps)[1])
+        """``λ_max`` (returned) and ``λ_min`` along ``residual`` by Lanczos; cached while finite and positive."""
+        smallest, largest = (float(value) for value in extreme_eigenvalues(hvp, residual, self.lanczos_steps))
         self._largest_eigenvalue = largest if math.isfinite(largest) and largest > 0 else None
+        self._smallest_eigenvalue = smallest if math.isfinite(smallest) else 0.0
         self._solves_since_estimate = 0
         return largest
 
+    def _step_size(self, largest: float) -> float:
+        """α = 1/θ_max, capped at ln 2 / (K |θ_min|) when θ_min < 0; NaN stays NaN, no curvature gives 1.
 
-def _step_size(largest: float) -> float:
-    """α = 1/θ; NaN stays NaN (the series then reports it), no curvature falls back to 1."""
-    if math.isnan(largest):
-        return largest
-    return 1.0 / largest if largest > 0 else 1.0
+        The cap bounds the growth ``(1 + α|λ_min|)^K`` of a component along negative curvature to about 2
+        over the K terms (an indefinite Hessian early in training, measured on LSTMs), so the series does not
+        diverge where it would otherwise grow past ``max_growth``.
+        """
+        if math.isnan(largest):
+            return largest
+        alpha = 1.0 / largest if largest > 0 else 1.0
+        if self._smallest_eigenvalue < 0:
+            alpha = min(alpha, math.log(2) / (self.iterations * -self._smallest_eigenvalue))
+        return alpha
 
 
 class _Series(NamedTuple):

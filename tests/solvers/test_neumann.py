@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -224,13 +226,18 @@ def test_the_estimate_survives_a_state_dict_round_trip() -> None:
     restored = Neumann(iterations=5, alpha="auto", lanczos_every=10)
     restored.load_state_dict(solver.state_dict())
     assert restored.solve(lambda v: (hessian @ v[0],), (b,)).alpha == first.alpha
-    assert restored.state_dict() == {"largest_eigenvalue": 1 / first.alpha, "solves_since_estimate": 2}
+    assert restored.state_dict() == {
+        "largest_eigenvalue": 1 / first.alpha,
+        "smallest_eigenvalue": solver.state_dict()["smallest_eigenvalue"],
+        "solves_since_estimate": 2,
+    }
 
 
 def test_failure_advice_fits_the_step_size_setting() -> None:
-    hessian = symmetric_matrix(4, torch.tensor([-3.0, 1.0, 2.0, 3.0]))
-    b = torch.ones(4, dtype=torch.float64)
-    auto = Neumann(iterations=40)
+    # One Lanczos step from a b almost orthogonal to the top eigenvector sees θ ≈ 1 ≪ λ_max = 100: it diverges.
+    hessian = torch.diag(torch.tensor([1.0, 100.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 1e-3], dtype=torch.float64)
+    auto = Neumann(iterations=40, lanczos_steps=1)
     result = auto.solve(lambda v: (hessian @ v[0],), (b,))
     assert not result.converged
     advice = auto.failure_advice(result)
@@ -246,3 +253,14 @@ def test_the_documented_miss_of_very_short_series(iterations: int) -> None:
     result = Neumann(iterations=iterations, alpha=1.05).solve(lambda v: (hessian @ v[0],), (b,))
     assert result.converged
     torch.testing.assert_close(result.solution[0], truncated_series(hessian, b, iterations, 1.05))
+
+
+def test_auto_alpha_is_capped_by_negative_curvature_and_stays_the_truncated_series() -> None:
+    # λ_min = −3: with α = 1/θ_max the component along it would grow by (1 + 3/3)^40; the cap keeps it near 2×.
+    hessian = symmetric_matrix(4, torch.tensor([-3.0, 1.0, 2.0, 3.0]))
+    b = torch.ones(4, dtype=torch.float64)
+    result = Neumann(iterations=40, lanczos_steps=4).solve(lambda v: (hessian @ v[0],), (b,))
+    assert result.converged
+    torch.testing.assert_close(result.alpha, math.log(2) / (40 * 3.0), rtol=1e-9, atol=0)
+    torch.testing.assert_close(result.solution[0], truncated_series(hessian, b, 40, result.alpha))
+    assert float(result.residual_norm) <= 2.0 * float(b.norm())
