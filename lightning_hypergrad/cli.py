@@ -68,6 +68,8 @@ class HypergradCLI(LightningCLI):
         than deep inside the first training step.
         """
         check_bilevel_module(self.model)
+        for report in (c for c in self.trainer.callbacks if isinstance(c, RunReport)):
+            report.deferred_to_caller = True  # after_fit writes it, once every split has been evaluated
 
     def after_fit(self) -> None:
         report = next((c for c in self.trainer.callbacks if isinstance(c, RunReport)), None)

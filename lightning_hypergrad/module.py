@@ -94,6 +94,19 @@ class BilevelLightningModule(LightningModule):
         """
         return contract.named_hyperparameters(self)
 
+    def hyperparameter_values(self) -> dict[str, Tensor]:
+        """The hyperparameters in the units a reader thinks in, by name, for the end-of-fit report.
+
+        By default the raw values of :meth:`named_hyperparameters`. Override where a hyperparameter is
+        reparametrised, to report decay coefficients rather than their logarithms, drop probabilities rather
+        than logits, example weights rather than their raw parameters.
+        """
+        return {name: parameter.detach().clone() for name, parameter in self.named_hyperparameters()}
+
+    def report_metrics(self) -> dict[str, float]:
+        """Extra numbers for the end-of-fit report, by name (say, how well learned weights find noisy labels)."""
+        return {}
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters that are not hyperparameters: what ``configure_optimizers`` should use.
 

@@ -7,7 +7,10 @@
   module logs ``test_accuracy``.
 - ``hypersteps_taken``, ``hypersteps_skipped``: from the HypergradientCallback (0 when there is none).
 - ``weights``, ``hyperparameters``: counts of scalar weights and hyperparameters.
-- ``hyperparameter_summary``: per hyperparameter tensor, ``{"value": v}`` or ``{"mean", "std", "min", "max"}``.
+- ``hyperparameter_summary``: per hyperparameter tensor, ``{"value": v}`` or ``{"mean", "std", "min", "max"}``
+  of its raw values; ``hyperparameter_values``: the same of the module's ``hyperparameter_values()``, the
+  hyperparameters in their meaningful units (decay coefficients, dropout rates, example weights).
+- ``report_metrics``: the module's ``report_metrics()`` (e.g. ``flipped_example_auroc`` of the reweighting task).
 - ``global_step``, ``wall_time_seconds`` (fit only, not the final evaluation).
 """
 
@@ -31,16 +34,24 @@ SPLITS = ("train", "validation", "test")
 
 
 class RunReport(Callback):
-    """Records validation losses and fit time; :meth:`write` produces the report after the final evaluation.
+    """The end-of-fit report: ``summary.json``, a printed table and plots, for the CLI and the Python API alike.
+
+    Add it to your own ``Trainer`` (``Trainer(callbacks=[HypergradientCallback(...), RunReport()])``): when ``fit``
+    ends it writes the report to the run's log directory, with the last validation run's metrics
+    (``validation_loss``, and ``validation_accuracy`` where the module logs it). The ``lightning-hypergrad`` CLI
+    sets :attr:`deferred_to_caller` and calls :meth:`write` itself after evaluating the final weights on every
+    split.
 
     Args:
-        enabled: write the report at the end of ``fit`` (the CLI runs the final evaluation first).
+        enabled: write the report at the end of ``fit``.
         plots: also write ``validation_loss.png`` and ``hyperparameters.png``.
     """
 
     def __init__(self, enabled: bool = True, plots: bool = True) -> None:
         self.enabled = enabled
         self.plots = plots
+        self.deferred_to_caller = False
+        """True when whoever runs the fit (the CLI) calls :meth:`write` after it, so ``on_fit_end`` does not."""
         self.validation_losses: list[tuple[float, float]] = []
         self.wall_time_seconds = 0.0
         self._started = 0.0
@@ -50,6 +61,8 @@ class RunReport(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.wall_time_seconds = time.perf_counter() - self._started
+        if self.enabled and not self.deferred_to_caller and not trainer.interrupted:
+            self.write(trainer, pl_module, last_validation_metrics(trainer))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         loss = trainer.callback_metrics.get("validation_loss")
@@ -79,6 +92,16 @@ class RunReport(Callback):
         return summary
 
 
+def last_validation_metrics(trainer: Trainer) -> dict[str, dict[str, float]]:
+    """``{"validation": {"loss": …, "accuracy": …}}`` from the last validation run's logged metrics."""
+    metrics = {
+        name.removeprefix("validation_"): float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith("validation_") and "/" not in name
+    }
+    return {"validation": metrics} if metrics else {}
+
+
 def build_summary(
     module: LightningModule,
     split_metrics: dict[str, dict[str, float]],
@@ -86,6 +109,7 @@ def build_summary(
     global_step: int,
     wall_time_seconds: float,
 ) -> dict[str, Any]:
+    """The ``summary.json`` record (keys in this module's docstring) of a finished fit."""
     summary: dict[str, Any] = {}
     for split in SPLITS:
         for metric, value in split_metrics.get(split, {}).items():
@@ -96,6 +120,9 @@ def build_summary(
         summary["weights"] = sum(p.numel() for p in module.weight_parameters())
         summary["hyperparameters"] = sum(p.numel() for _, p in named)
     summary["hyperparameter_summary"] = summarize_hyperparameters(named)
+    if isinstance(module, BilevelLightningModule):
+        summary["hyperparameter_values"] = summarize_hyperparameters(list(module.hyperparameter_values().items()))
+        summary["report_metrics"] = {name: float(value) for name, value in module.report_metrics().items()}
     summary["hypersteps_taken"] = hyper.taken if hyper is not None else 0
     summary["hypersteps_skipped"] = hyper.skipped if hyper is not None else 0
     summary["global_step"] = global_step
@@ -104,6 +131,7 @@ def build_summary(
 
 
 def print_summary(summary: dict[str, Any], directory: Path) -> None:
+    """Print the summary as tables (splits, hyperparameters in their units) and say where it was written."""
     table = Table(title="lightning-hypergrad run summary")
     table.add_column("split")
     table.add_column("loss", justify="right")
@@ -111,10 +139,11 @@ def print_summary(summary: dict[str, Any], directory: Path) -> None:
     for split in SPLITS:
         loss, accuracy = summary.get(f"{split}_loss"), summary.get(f"{split}_accuracy")
         table.add_row(split, _format(loss), _format(accuracy))
-    hyper_table = Table(title="hyperparameters (raw values)")
+    values = summary.get("hyperparameter_values", summary["hyperparameter_summary"])
+    hyper_table = Table(title="hyperparameters (in their units)")
     for column in ("name", "value / mean", "std", "min", "max"):
         hyper_table.add_column(column, justify="left" if column == "name" else "right")
-    for name, stats in summary["hyperparameter_summary"].items():
+    for name, stats in values.items():
         hyper_table.add_row(
             name,
             _format(stats.get("value", stats.get("mean"))),
@@ -128,6 +157,8 @@ def print_summary(summary: dict[str, Any], directory: Path) -> None:
         f"{summary.get('weights', '?')} weights, {summary.get('hyperparameters', '?')} hyperparameters; "
         f"{summary['global_step']} weight steps in {summary['wall_time_seconds']:.1f} s"
     )
+    for name, value in summary.get("report_metrics", {}).items():
+        console.print(f"{name}: {value:.4g}")
     console.print(f"written to {directory}/summary.json")
 
 

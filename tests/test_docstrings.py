@@ -34,8 +34,6 @@ ENTRY = re.compile(r"^\s*(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)*)\s*(?:\([^)]*\))?\s*:
 KNOWN_GAPS = {
     "lightning_hypergrad.cli.HypergradCLI.__init__": "arguments not described: args, run",
     "lightning_hypergrad.cli.HypergradCLI.after_fit": "no docstring",
-    "lightning_hypergrad.report.build_summary": "no docstring",
-    "lightning_hypergrad.report.print_summary": "no docstring",
     "lightning_hypergrad.solvers.ConjugateGradient.solve": "no docstring",
     "lightning_hypergrad.solvers.Exact.solve": "no docstring",
     "lightning_hypergrad.solvers.Identity.solve": "no docstring",
