@@ -17,6 +17,9 @@ class ClassifierTask(BilevelLightningModule):
     """Cross-entropy classification; subclasses define ``training_loss`` and ``hyperparameters``.
 
     ``validation_loss`` is the cross-entropy on a validation batch; validation and test log loss and accuracy.
+    For reports, :meth:`hyperparameter_values` gives the hyperparameters in their meaningful units (subclasses
+    override it: decay coefficients, dropout rates, example weights) and :meth:`report_metrics` any extra
+    task-specific numbers.
 
     Args:
         network: the classifier; ``None`` builds ``MLPClassifier()`` (64 → 128 → 10, for digits).
@@ -54,6 +57,22 @@ class ClassifierTask(BilevelLightningModule):
         if self.optimizer_factory is not None:
             return self.optimizer_factory(self.weight_parameters())
         return torch.optim.Adam(self.weight_parameters(), lr=self.learning_rate)
+
+    def hyperparameter_values(self) -> dict[str, Tensor]:
+        """The hyperparameters in the units a reader thinks in, keyed by name; by default their raw values.
+
+        Subclasses whose hyperparameters are reparametrised (a log-coefficient, a dropout logit) return the
+        transformed value instead: the decay coefficient, the drop probability, the example weight.
+        """
+        names = {id(parameter): name for name, parameter in self.named_parameters()}
+        return {
+            names.get(id(parameter), f"hyperparameter_{index}"): parameter.detach().clone()
+            for index, parameter in enumerate(self.hyperparameters())
+        }
+
+    def report_metrics(self) -> dict[str, float]:
+        """Extra numbers for the end-of-fit report (e.g. how well learned weights find mislabelled examples)."""
+        return {}
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._evaluate(batch, "validation", self.validation_accuracy)

@@ -71,6 +71,17 @@ class LSTMLanguageModel(BilevelLightningModule):
     def hyperparameters(self) -> list[nn.Parameter]:
         return [self.input_dropout.logit, self.output_dropout.logit]
 
+    def hyperparameter_values(self) -> dict[str, Tensor]:
+        """The drop probabilities per unit: ``dropout_rate/input`` (embedding) and ``dropout_rate/output``."""
+        return {
+            "dropout_rate/input": self.input_dropout.rate().detach().clone(),
+            "dropout_rate/output": self.output_dropout.rate().detach().clone(),
+        }
+
+    def report_metrics(self) -> dict[str, float]:
+        """Extra numbers for the end-of-fit report: none beyond loss and perplexity."""
+        return {}
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.optimizer_factory is not None:
             return self.optimizer_factory(self.weight_parameters())
