@@ -20,79 +20,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import logging
 import math
 import statistics
-import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import torch
-import yaml
-
-from lightning_hypergrad.cli import HypergradCLI
-
-CONFIGS = Path(__file__).parents[1] / "configs"
-QUIET = [
-    "--trainer.logger=false",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.enable_checkpointing=false",
-    "--trainer.num_sanity_val_steps=0",
-    "--report.enabled=false",
-]
-
-
-@dataclass
-class Outcome:
-    """One method on one seed: final-weights scores, wall time, and anything else worth printing."""
-
-    validation_loss: float
-    validation_accuracy: float
-    test_loss: float
-    test_accuracy: float
-    seconds: float
-    extra: dict[str, float] = field(default_factory=dict)
-
-
-def train(settings: dict[str, Any], seed: int) -> tuple[Outcome, Any]:
-    """Fit the config ``settings`` with ``seed`` (model and data) and score the final weights."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(settings, handle)
-    seeds = [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]  # weights, split, label noise
-    cli = HypergradCLI(args=["--config", handle.name, *seeds, *QUIET], run=False)
-    Path(handle.name).unlink()
-    start = time.perf_counter()
-    cli.trainer.fit(cli.model, cli.datamodule)
-    validation = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]
-    seconds = time.perf_counter() - start
-    test = cli.trainer.test(cli.model, cli.datamodule, verbose=False)[0]
-    outcome = Outcome(
-        validation["validation_loss"],
-        validation["validation_accuracy"],
-        test["test_loss"],
-        test["test_accuracy"],
-        seconds,
-    )
-    return outcome, cli.model
-
-
-def load(name: str) -> dict[str, Any]:
-    return yaml.safe_load((CONFIGS / name).read_text())
-
-
-def without_tuning(settings: dict[str, Any], **model_arguments: Any) -> dict[str, Any]:
-    """The same config with the hypergradient callback removed and the given model arguments fixed."""
-    plain = copy.deepcopy(settings)
-    plain["trainer"]["callbacks"] = [
-        c for c in plain["trainer"].get("callbacks", []) if "HypergradientCallback" not in c["class_path"]
-    ]
-    plain["model"]["init_args"].update(model_arguments)
-    return plain
+from config_runs import Outcome, load, quiet, train, without_tuning
 
 
 @dataclass
@@ -138,15 +73,21 @@ def global_decay(trial: optuna.Trial) -> dict[str, float]:
     return {"initial_decay": trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)}
 
 
-def task_a(seed: int, trials: int) -> dict[str, Any]:
+def task_a(seed: int, trials: int, reinit: int) -> dict[str, Any]:
     settings = load("digits_weight_decay_global.yaml")
     hyper, model = train(settings, seed)
     hyper.extra["learned decay"] = float(model.hyperparameter_values()["weight_decay"])
     plain, _ = train(without_tuning(settings), seed)
-    return {"hyper": hyper, "plain": plain, "search": optuna_search(settings, seed, trials, global_decay)}
+    search = optuna_search(settings, seed, trials, global_decay)
+    # Noise floor: the same split, other initial weights. Does Optuna's best decay stay ahead of the tuned run?
+    init_seeds = [1000 + 10 * seed + i for i in range(reinit)]
+    best_decay = without_tuning(settings, initial_decay=search.best_value)
+    search_again = [train(best_decay, s, data_seed=seed)[0].validation_loss for s in init_seeds]
+    hyper_again = [train(settings, s, data_seed=seed)[0].validation_loss for s in init_seeds]
+    return {"hyper": hyper, "plain": plain, "search": search, "reinit": (search_again, hyper_again)}
 
 
-def task_b(seed: int, trials: int) -> dict[str, Any]:
+def task_b(seed: int, trials: int, reinit: int) -> dict[str, Any]:
     settings = load("breast_cancer_feature_decay.yaml")
     hyper, model = train(settings, seed)
     decays = model.hyperparameter_values()["feature_decay"]
@@ -180,7 +121,7 @@ def logistic_regression_cv(model: Any, seed: int) -> Outcome:
     return Outcome(*scores, seconds, extra={"C": float(classifier.C_[0])})
 
 
-def task_c(seed: int, trials: int) -> dict[str, Any]:
+def task_c(seed: int, trials: int, reinit: int) -> dict[str, Any]:
     settings = load("digits_noisy_labels.yaml")
     hyper, model = train(settings, seed)
     hyper.extra.update({k: round(v, 4) for k, v in model.report_metrics().items()})
@@ -221,9 +162,17 @@ def report(title: str, hyper_name: str, results: list[dict[str, Any]], trials: i
     hyper_mean = statistics.mean(r["hyper"].validation_loss for r in results)
     print(
         f"hypergradient validation loss is {100 * (hyper_mean / search_best - 1):+.2f}% from Optuna's best "
-        f"(3-seed means); hypergradient time / Optuna's time to its best = "
+        f"(means over seeds); hypergradient time / Optuna's time to its best = "
         f"{statistics.mean(r['hyper'].seconds for r in results) / statistics.mean(r['search'].time_to_best() for r in results):.2f}"
     )
+    if "reinit" in results[0] and results[0]["reinit"][0]:
+        again = [statistics.mean(r["reinit"][i]) for r in results for i in (0, 1)]
+        spread = statistics.mean(statistics.stdev(r["reinit"][i]) for r in results for i in (0, 1))
+        print(
+            f"re-initialised ({len(results[0]['reinit'][0])} other initial weights per seed, same splits): Optuna's "
+            f"best decay {statistics.mean(again[0::2]):.4f}, hypergradient run {statistics.mean(again[1::2]):.4f}; "
+            f"standard deviation over initial weights {spread:.4f}"
+        )
     for r in results:
         reached = r["search"].time_to_reach(r["hyper"].validation_loss)
         when = "never" if reached is None else f"{reached:.1f} s ({reached / r['hyper'].seconds:.1f}× the run)"
@@ -246,15 +195,13 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--reinit", type=int, default=5, help="(a): re-runs with other initial weights; 0 = off")
     arguments = parser.parse_args()
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
+    quiet()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     for task in arguments.tasks:
         title, run, hyper_name = TASKS[task]
-        results = [{"seed": seed, **run(seed, arguments.trials)} for seed in arguments.seeds]
+        results = [{"seed": seed, **run(seed, arguments.trials, arguments.reinit)} for seed in arguments.seeds]
         report(title, hyper_name, results, arguments.trials)
 
 
