@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 
 import lightning_hypergrad
-from lightning_hypergrad import data, distributed, hparams, models, solvers, tasks
+from lightning_hypergrad import data, distributed, hparams, models, schedules, solvers, tasks
 from lightning_hypergrad.cli import HypergradCLI
 from lightning_hypergrad.report import RunReport
 
@@ -46,6 +46,7 @@ SECTIONS = [
             hparams.WeightDecay,
             hparams.ConcreteDropout,
             hparams.ExampleWeights,
+            hparams.FeatureDecay,
             hparams.DistilledData,
             hparams.LearnedAugmentation,
         ],
@@ -59,6 +60,8 @@ SECTIONS = [
             tasks.DistillationClassifier,
             tasks.DropoutClassifier,
             tasks.AugmentationClassifier,
+            tasks.FeatureDecayLogisticRegression,
+            tasks.ReweightedClassifier,
         ],
     ),
     ("Models", "lightning_hypergrad.models", [models.MLPClassifier]),
@@ -67,11 +70,14 @@ SECTIONS = [
         "lightning_hypergrad.data",
         [
             data.DigitsDataModule,
+            data.TabularDataModule,
             data.MNISTDataModule,
             data.CIFAR10DataModule,
             data.CIFAR100DataModule,
             data.TorchvisionDataModule,
             data.split_digits,
+            data.split_tabular,
+            data.flip_labels,
             data.EpochShuffleSampler,
             data.IndexedDataset,
         ],
@@ -86,6 +92,11 @@ SECTIONS = [
             distributed.shard_loader,
             distributed.world_size,
         ],
+    ),
+    (
+        "Schedules",
+        "lightning_hypergrad.schedules",
+        [schedules.planned_hypersteps, schedules.cosine_hyper_schedule],
     ),
     ("Command line", "lightning_hypergrad.cli", [HypergradCLI, RunReport]),
 ]

@@ -36,7 +36,7 @@ def fit_full_batch(task: FeatureDecayLogisticRegression, inputs: torch.Tensor, t
         loss.backward(inputs=task.weight_parameters())
         return loss
 
-    for _ in range(5):
+    for _ in range(2):
         optimizer.step(closure)
 
 
@@ -94,7 +94,7 @@ def test_hypergradient_matches_finite_differences_of_the_refitted_validation_los
         Exact(),
     )
     step = 1e-4
-    for feature in (0, 6, 12):
+    for feature in (0, 12):
         losses = []
         for sign in (1, -1):
             task.load_state_dict(start)

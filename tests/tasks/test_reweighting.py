@@ -77,12 +77,12 @@ def test_a_training_split_of_another_size_is_refused() -> None:
 def test_shipped_config_gives_flipped_examples_lower_weights(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    # A shortened run (12 of 40 epochs, about 150 hypersteps), built from the shipped config as the CLI builds it.
-    cli = HypergradCLI(args=["--config", str(CONFIG), "--trainer.max_epochs=12", *quiet], run=False)
+    # A shortened run (6 of 40 epochs: 102 hypersteps), built from the shipped config as the CLI builds it.
+    cli = HypergradCLI(args=["--config", str(CONFIG), "--trainer.max_epochs=6", *quiet], run=False)
     assert cli.datamodule.flipped.sum() == round(0.3 * 1079)
     cli.trainer.fit(cli.model, cli.datamodule)
     metrics = cli.model.report_metrics()
-    assert metrics["flipped_example_auroc"] > 0.8
+    assert metrics["flipped_example_auroc"] > 0.85
     assert metrics["mean_weight_flipped"] < 0.8 < 1.0 < metrics["mean_weight_clean"]
     weights = cli.model.hyperparameter_values()["example_weights"]
     assert weights.shape == (1079,) and float(weights.log().mean()) == pytest.approx(0.0, abs=1e-5)
