@@ -22,7 +22,9 @@ def test_planned_hypersteps_counts_what_the_callback_takes(warmup: int, every: i
 def test_counts_for_the_digits_job_and_bad_values() -> None:
     assert planned_hypersteps(40 * 17, 50, 5) == 126
     assert planned_hypersteps(10, 50, 5) == 0
-    with pytest.raises(ValueError, match=r"planned_hypersteps\(every_n_steps=0\): every_n_steps must be an integer >= 1"):
+    with pytest.raises(
+        ValueError, match=r"planned_hypersteps\(every_n_steps=0\): every_n_steps must be an integer >= 1"
+    ):
         planned_hypersteps(10, 0, 0)
 
 
