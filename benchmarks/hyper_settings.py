@@ -108,12 +108,12 @@ def spread(values: dict[str, torch.Tensor]) -> str:
 
 
 def trajectory(model: Any) -> str:
-    """How the first logged hyperparameter (its value, or its spread) moved: a sign of whether it settled."""
+    """How the first logged hyperparameter (its value, or its mean) moved: a sign of whether it settled."""
     hyper = next((c for c in model.trainer.callbacks if isinstance(c, HypergradientCallback)), None)
     if hyper is None or len(hyper.history) < 8:
         return ""
-    # A scalar's value; for a tensor its standard deviation (a recentred family keeps its mean fixed).
-    key = next(k for k in hyper.history[-1] if k.startswith("hparam/") and not k.endswith(("/mean", "/min", "/max")))
+    # A scalar's value, a tensor's mean (meaningless for example weights, whose mean log-weight is held at 0).
+    key = next(k for k in hyper.history[-1] if k.startswith("hparam/") and not k.endswith(("/std", "/min", "/max")))
     values = torch.tensor([entry[key] for entry in hyper.history if key in entry])
     total = float((values[-1] - values[0]).abs()) or float("nan")
     late = float((values[-1] - values[3 * len(values) // 4]).abs())
