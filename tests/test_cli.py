@@ -14,7 +14,9 @@ from lightning_hypergrad.cli import main
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 # Configs whose data ships with the package run in the tests; the others would download.
-BUNDLED = [path for path in CONFIGS if "DigitsDataModule" in path.read_text()]
+BUNDLED = [
+    path for path in CONFIGS if any(data in path.read_text() for data in ("DigitsDataModule", "TabularDataModule"))
+]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 SUMMARY_KEYS = {
     "train_loss",
@@ -58,7 +60,12 @@ def run_fit(config: dict, tmp_path: Path, *extra: str) -> dict:
 
 
 def test_there_are_configs() -> None:
-    assert {path.name for path in BUNDLED} >= {"digits_weight_decay.yaml", "digits_weight_decay_global.yaml"}
+    assert {path.name for path in BUNDLED} >= {
+        "digits_weight_decay.yaml",
+        "digits_weight_decay_global.yaml",
+        "breast_cancer_feature_decay.yaml",
+        "digits_noisy_labels.yaml",
+    }
     assert "mnist_weight_decay.yaml" in {path.name for path in CONFIGS}
 
 
@@ -80,7 +87,8 @@ def test_every_bundled_data_config_runs_a_few_steps_and_reports(config: Path, tm
     settings["trainer"].update({"max_steps": steps, "limit_val_batches": 1})
     summary = run_fit(settings, tmp_path)
     assert SUMMARY_KEYS <= set(summary)
-    assert summary["global_step"] == steps and summary["hypersteps_taken"] == 1
+    hypersteps = (steps - hyper["warmup_steps"]) // hyper["every_n_steps"]  # 1, or 2 with every_n_steps=1
+    assert summary["global_step"] == steps and summary["hypersteps_taken"] == hypersteps
     (run,) = (tmp_path / "runs").glob(f"{settings['trainer']['logger'][0]['init_args']['name']}/version_*")
     assert (run / "validation_loss.png").stat().st_size > 0
     assert (run / "hyperparameters.png").stat().st_size > 0

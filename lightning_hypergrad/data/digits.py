@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from lightning.pytorch import LightningDataModule
 from sklearn.datasets import load_digits
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.data.indexed import IndexedDataset
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
+
+NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,32 @@ def split_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, seed: in
     )
 
 
+def flip_labels(targets: Tensor, fraction: float, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Give ``round(fraction · n)`` examples, chosen with ``seed``, a wrong class drawn uniformly from the others.
+
+    Returns the noisy targets and a boolean mask of the flipped examples. Adding an offset in ``1 … C−1`` modulo
+    ``C`` guarantees every flipped label differs from the true one.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ValueError(f"label_noise={fraction!r}: the fraction of flipped labels must lie in [0, 1].")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(targets), generator=generator)[: round(fraction * len(targets))]
+    flipped = torch.zeros(len(targets), dtype=torch.bool)
+    flipped[chosen] = True
+    offsets = torch.randint(1, num_classes, (len(chosen),), generator=generator)
+    noisy = targets.clone()
+    noisy[chosen] = (targets[chosen] + offsets) % num_classes
+    return noisy, flipped
+
+
 class DigitsDataModule(LightningDataModule):
     """scikit-learn's digits as train / validation / test loaders, plus the hyperstep's ``hyper_dataloader``.
 
     The split is fixed by ``seed``; training batches are reshuffled every epoch in an order set by
     ``(seed, epoch)`` so resumed runs are exact. ``hyper_dataloader`` draws from the validation split.
+
+    With ``label_noise > 0`` that share of the TRAINING labels is flipped to a wrong class (validation and test
+    stay clean); :attr:`flipped` marks them, and :attr:`clean_train_targets` keeps the true labels.
 
     Args:
         batch_size: training batch size.
@@ -74,7 +98,10 @@ class DigitsDataModule(LightningDataModule):
         eval_batch_size: batch size of the validation and test loaders.
         val_fraction: share of the 1,797 images held out for validation.
         test_fraction: share held out for testing.
-        seed: fixes the split and the shuffling.
+        seed: fixes the split, the shuffling and which labels are flipped.
+        label_noise: fraction of training labels flipped to a wrong class, in ``[0, 1]``.
+        indexed: training batches yield ``(indices, inputs, targets)`` (see :class:`IndexedDataset`), for
+            per-example hyperparameters; validation and test batches stay ``(inputs, targets)``.
     """
 
     def __init__(
@@ -85,6 +112,8 @@ class DigitsDataModule(LightningDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         seed: int = 0,
+        label_noise: float = 0.0,
+        indexed: bool = False,
     ) -> None:
         super().__init__()
         check_count("DigitsDataModule", "batch_size", batch_size, minimum=1)
@@ -95,10 +124,21 @@ class DigitsDataModule(LightningDataModule):
         self.hyper_batch_size = hyper_batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
-        self.split = split_digits(val_fraction, test_fraction, seed)
+        self.indexed = bool(indexed)
+        split = split_digits(val_fraction, test_fraction, seed)
+        self.clean_train_targets = split.train_targets
+        noisy, self.flipped = flip_labels(split.train_targets, label_noise, NUM_CLASSES, seed)
+        self.split = replace(split, train_targets=noisy)
+
+    @property
+    def train_size(self) -> int:
+        """Examples in the training split (the size per-example hyperparameters need)."""
+        return len(self.split.train_targets)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = TensorDataset(self.split.train_inputs, self.split.train_targets)
+        dataset: Dataset = TensorDataset(self.split.train_inputs, self.split.train_targets)
+        if self.indexed:
+            dataset = IndexedDataset(dataset)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed))
 
     def val_dataloader(self) -> DataLoader:

@@ -7,6 +7,7 @@ from lightning_hypergrad.hparams.augmentation import LearnedAugmentation
 from lightning_hypergrad.hparams.distilled_data import DistilledData
 from lightning_hypergrad.hparams.dropout import ConcreteDropout
 from lightning_hypergrad.hparams.example_weights import ExampleWeights
+from lightning_hypergrad.hparams.feature_decay import FeatureDecay
 from lightning_hypergrad.hparams.weight_decay import WeightDecay
 
-__all__ = ["ConcreteDropout", "DistilledData", "ExampleWeights", "LearnedAugmentation", "WeightDecay"]
+__all__ = ["ConcreteDropout", "DistilledData", "ExampleWeights", "FeatureDecay", "LearnedAugmentation", "WeightDecay"]

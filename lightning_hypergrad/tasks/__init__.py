@@ -5,6 +5,8 @@ from lightning_hypergrad.tasks.classifier import ClassifierTask
 from lightning_hypergrad.tasks.distillation import DistillationClassifier
 from lightning_hypergrad.tasks.dropout import DropoutClassifier
 from lightning_hypergrad.tasks.language_model import LSTMLanguageModel
+from lightning_hypergrad.tasks.logistic_regression import FeatureDecayLogisticRegression
+from lightning_hypergrad.tasks.reweighting import ReweightedClassifier
 from lightning_hypergrad.tasks.weight_decay import WeightDecayClassifier
 
 __all__ = [
@@ -12,6 +14,8 @@ __all__ = [
     "ClassifierTask",
     "DistillationClassifier",
     "DropoutClassifier",
+    "FeatureDecayLogisticRegression",
     "LSTMLanguageModel",
+    "ReweightedClassifier",
     "WeightDecayClassifier",
 ]

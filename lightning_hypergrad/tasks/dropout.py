@@ -54,3 +54,8 @@ class DropoutClassifier(ClassifierTask):
     def hyperparameters(self) -> list[nn.Parameter]:
         """Every dropout layer's ``logit`` (the logit of its per-unit rates)."""
         return [dropout.logit for dropout in self.dropouts()]
+
+    def hyperparameter_values(self) -> dict[str, Tensor]:
+        """The drop probabilities, ``dropout_rate/<layer>``, one per hidden unit."""
+        names = {module: name for name, module in self.network.named_modules()}
+        return {f"dropout_rate/{names[dropout]}": dropout.rate().detach().clone() for dropout in self.dropouts()}

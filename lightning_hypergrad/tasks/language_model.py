@@ -75,6 +75,13 @@ class LSTMLanguageModel(BilevelLightningModule):
         """The input and output dropout logits."""
         return [self.input_dropout.logit, self.output_dropout.logit]
 
+    def hyperparameter_values(self) -> dict[str, Tensor]:
+        """The drop probabilities per unit: ``dropout_rate/input`` (embedding) and ``dropout_rate/output``."""
+        return {
+            "dropout_rate/input": self.input_dropout.rate().detach().clone(),
+            "dropout_rate/output": self.output_dropout.rate().detach().clone(),
+        }
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.optimizer_factory is not None:
             return self.optimizer_factory(self.weight_parameters())

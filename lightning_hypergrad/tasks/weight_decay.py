@@ -50,3 +50,11 @@ class WeightDecayClassifier(ClassifierTask):
     def hyperparameters(self) -> list[nn.Parameter]:
         """The decay's raw parameters θ (``weight_decay.raw``), one per coefficient group."""
         return list(self.weight_decay.parameters())
+
+    def hyperparameter_values(self) -> dict[str, Tensor]:
+        """The decay coefficients ``c``: ``weight_decay`` (global) or ``weight_decay/<weight name>``."""
+        coefficients = [c.detach().clone() for c in self.weight_decay.coefficients()]
+        if self.weight_decay.granularity == "global":
+            return {"weight_decay": coefficients[0]}
+        names = [name for name, _ in self.network.named_parameters()]
+        return {f"weight_decay/{name}": c for name, c in zip(names, coefficients)}

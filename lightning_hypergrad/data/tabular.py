@@ -1,0 +1,133 @@
+"""scikit-learn's bundled tabular classification datasets (no download), standardised, in fixed seeded splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from sklearn import datasets
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_hypergrad.checks import check_choice, check_count
+from lightning_hypergrad.data.samplers import EpochShuffleSampler
+
+TabularName = Literal["breast_cancer", "wine", "iris"]
+LOADERS = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine, "iris": datasets.load_iris}
+
+
+@dataclass(frozen=True)
+class TabularSplit:
+    """Disjoint train / validation / test tensors, features standardised with the training split's statistics."""
+
+    train_inputs: Tensor
+    train_targets: Tensor
+    val_inputs: Tensor
+    val_targets: Tensor
+    test_inputs: Tensor
+    test_targets: Tensor
+    num_classes: int
+
+
+def split_tabular(
+    name: TabularName = "breast_cancer", val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
+) -> TabularSplit:
+    """Shuffle a bundled dataset with ``seed``, cut it into train / validation / test and standardise it.
+
+    Each feature is shifted and scaled by the mean and standard deviation of the training split alone (a
+    constant feature keeps scale 1), so no statistic leaks from validation or test data into training.
+    """
+    check_choice("split_tabular", "name", name, tuple(LOADERS))
+    for argument, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 < value < 1:
+            raise ValueError(f"split_tabular({argument}={value!r}): must lie strictly between 0 and 1.")
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"split_tabular: val_fraction + test_fraction = {val_fraction + test_fraction!r} leaves no training "
+            "data; keep it below 1."
+        )
+    features, labels = LOADERS[name](return_X_y=True)
+    inputs = torch.as_tensor(features, dtype=torch.float32)
+    targets = torch.as_tensor(labels, dtype=torch.int64)
+    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
+    inputs, targets = inputs[order], targets[order]
+    val_size, test_size = round(val_fraction * len(inputs)), round(test_fraction * len(inputs))
+    train_end = len(inputs) - val_size - test_size
+    val_end = train_end + val_size
+    mean = inputs[:train_end].mean(0)
+    scale = inputs[:train_end].std(0)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    inputs = (inputs - mean) / scale
+    return TabularSplit(
+        inputs[:train_end],
+        targets[:train_end],
+        inputs[train_end:val_end],
+        targets[train_end:val_end],
+        inputs[val_end:],
+        targets[val_end:],
+        num_classes=int(targets.max()) + 1,
+    )
+
+
+class TabularDataModule(LightningDataModule):
+    """A scikit-learn bundled classification dataset as train / validation / test loaders, plus ``hyper_dataloader``.
+
+    Small tabular problems are usually trained full-batch (``batch_size=None``): every weight step then sees the
+    whole training split, the inner problem is deterministic and the implicit hypergradient is exact up to the
+    solver. The split is fixed by ``seed``; features are standardised with training-split statistics only.
+
+    Args:
+        name: ``"breast_cancer"`` (569 × 30, 2 classes), ``"wine"`` (178 × 13, 3) or ``"iris"`` (150 × 4, 3).
+        batch_size: training batch size; ``None`` means the whole training split in one batch.
+        hyper_batch_size: validation batch size for hypersteps; ``None`` uses the whole validation split.
+        val_fraction: share of the examples held out for validation.
+        test_fraction: share held out for testing.
+        seed: fixes the split and the shuffling.
+    """
+
+    def __init__(
+        self,
+        name: TabularName = "breast_cancer",
+        batch_size: int | None = None,
+        hyper_batch_size: int | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for argument, value in (("batch_size", batch_size), ("hyper_batch_size", hyper_batch_size)):
+            if value is not None:
+                check_count("TabularDataModule", argument, value, minimum=1)
+        self.name = name
+        self.batch_size = batch_size
+        self.hyper_batch_size = hyper_batch_size
+        self.seed = seed
+        self.split = split_tabular(name, val_fraction, test_fraction, seed)
+
+    @property
+    def num_features(self) -> int:
+        """Columns of one input."""
+        return self.split.train_inputs.shape[1]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = TensorDataset(self.split.train_inputs, self.split.train_targets)
+        return DataLoader(
+            dataset, batch_size=self.batch_size or len(dataset), sampler=EpochShuffleSampler(len(dataset), self.seed)
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return _whole(self.split.val_inputs, self.split.val_targets)
+
+    def test_dataloader(self) -> DataLoader:
+        return _whole(self.split.test_inputs, self.split.test_targets)
+
+    def hyper_dataloader(self) -> DataLoader:
+        dataset = TensorDataset(self.split.val_inputs, self.split.val_targets)
+        batch_size = self.hyper_batch_size or len(dataset)
+        return DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed + 1))
+
+
+def _whole(inputs: Tensor, targets: Tensor) -> DataLoader:
+    return DataLoader(TensorDataset(inputs, targets), batch_size=len(inputs))
