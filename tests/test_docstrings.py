@@ -210,6 +210,7 @@ FAMILY_EXAMPLES = {
     "ExampleWeights": lambda: hparams.ExampleWeights(num_examples=4),
     "LearnedAugmentation": lambda: hparams.LearnedAugmentation(nn.Linear(4, 3), noise_channels=1),
     "WeightDecay": lambda: hparams.WeightDecay([(2, 3), (3,)], granularity="per_weight"),
+    "FeatureDecay": lambda: hparams.FeatureDecay(5),
 }
 
 

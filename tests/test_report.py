@@ -66,9 +66,11 @@ def test_a_python_api_fit_writes_the_report_in_meaningful_units(tmp_path) -> Non
     assert math.isclose(summary["validation_loss"], float(trainer.callback_metrics["validation_loss"]), rel_tol=1e-6)
     assert summary["hypersteps_taken"] == callbacks[0].taken > 0
     coefficient = summary["hyperparameter_values"]["decay_coefficient"]["value"]
-    assert math.isclose(coefficient, math.exp(float(model.log_decay)), rel_tol=1e-6)
-    assert summary["hyperparameter_summary"]["log_decay"]["value"] == float(model.log_decay)
-    assert math.isclose(summary["report_metrics"]["weight_norm"], float(model.linear.weight.norm()), rel_tol=1e-6)
+    assert math.isclose(coefficient, math.exp(float(model.log_decay.detach())), rel_tol=1e-6)
+    assert summary["hyperparameter_summary"]["log_decay"]["value"] == float(model.log_decay.detach())
+    assert math.isclose(
+        summary["report_metrics"]["weight_norm"], float(model.linear.weight.detach().norm()), rel_tol=1e-6
+    )
 
 
 def test_the_default_values_are_the_raw_hyperparameters_and_a_disabled_report_writes_nothing(tmp_path) -> None:

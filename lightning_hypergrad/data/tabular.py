@@ -20,7 +20,13 @@ LOADERS = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_w
 
 @dataclass(frozen=True)
 class TabularSplit:
-    """Disjoint train / validation / test tensors, features standardised with the training split's statistics."""
+    """Disjoint train / validation / test tensors, features standardised with the training split's statistics.
+
+    Attributes:
+        train_inputs, val_inputs, test_inputs: float32 feature matrices, one row per example.
+        train_targets, val_targets, test_targets: int64 class labels.
+        num_classes: the number of classes in the dataset.
+    """
 
     train_inputs: Tensor
     train_targets: Tensor
@@ -124,6 +130,7 @@ class TabularDataModule(LightningDataModule):
         return _whole(self.split.test_inputs, self.split.test_targets)
 
     def hyper_dataloader(self) -> DataLoader:
+        """Validation batches for hypersteps, reshuffled each pass (the whole split when full-batch)."""
         dataset = TensorDataset(self.split.val_inputs, self.split.val_targets)
         batch_size = self.hyper_batch_size or len(dataset)
         return DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed + 1))

@@ -44,10 +44,12 @@ class FeatureDecayLogisticRegression(ClassifierTask):
         self.feature_decay = FeatureDecay(in_features, decay_granularity, initial_decay)
 
     def training_loss(self, batch: Any) -> Tensor:
+        """Cross-entropy plus the per-feature decay penalty on the linear weights."""
         inputs, targets = batch
         return nn.functional.cross_entropy(self(inputs), targets) + self.feature_decay(self.network.weight)
 
     def hyperparameters(self) -> list[nn.Parameter]:
+        """The log decay coefficients, one per input feature (or one)."""
         return [self.feature_decay.log_coefficients]
 
     def hyperparameter_values(self) -> dict[str, Tensor]:

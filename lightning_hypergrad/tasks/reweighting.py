@@ -68,15 +68,18 @@ class ReweightedClassifier(ClassifierTask):
             )
 
     def training_loss(self, batch: Any) -> Tensor:
+        """The weighted average of the batch's per-example cross-entropies (batches are ``(index, x, y)``)."""
         indices, inputs, targets = batch
         losses = nn.functional.cross_entropy(self(inputs), targets, reduction="none")
         # ExampleWeights gives the mean of c·ℓ; dividing by the mean weight makes it the weighted average.
         return self.example_weights(indices, losses) / self.example_weights.weights(indices).mean()
 
     def hyperparameters(self) -> list[nn.Parameter]:
+        """The raw per-example weight parameters (one per training example)."""
         return [self.example_weights.raw]
 
     def project_hyperparameters(self) -> None:
+        """Recentre the log-weights to mean 0 (geometric mean 1) and clamp them to ±log(max_weight)."""
         raw = self.example_weights.raw
         raw.sub_(raw.mean()).clamp_(-self.max_log_weight, self.max_log_weight)
 
