@@ -25,6 +25,9 @@ class FeatureDecay(nn.Module):
         num_features: columns of ``W``, ``>= 1``.
         granularity: ``"global"`` (one θ) or ``"per_feature"`` (one per column).
         initial: every coefficient's starting value ``> 0``.
+
+    Attributes:
+        log_coefficients: the hyperparameters θ, shape ``(num_features,)`` or ``(1,)``.
     """
 
     def __init__(self, num_features: int, granularity: FeatureGranularity = "per_feature", initial: float = 1e-2):
