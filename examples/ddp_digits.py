@@ -10,6 +10,7 @@ and weights; they must agree.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import lightning as L
 import torch
@@ -48,11 +49,13 @@ def main() -> None:
         float(tensor.double().sum()) for tensor in model.state_dict().values() if tensor.is_floating_point()
     )
     validation_loss = float(trainer.callback_metrics["validation_loss"])
-    print(
+    # One write per line: print() writes the text and the newline separately, and the other process's line can
+    # land in between when both share a pipe.
+    sys.stdout.write(
         f"rank {trainer.global_rank}: hypersteps taken {callback.taken}, skipped {callback.skipped}, "
-        f"validation loss {validation_loss:.4f}, state fingerprint {fingerprint:.10e}",
-        flush=True,
+        f"validation loss {validation_loss:.4f}, state fingerprint {fingerprint:.10e}\n"
     )
+    sys.stdout.flush()
     torch.distributed.barrier()
 
 
