@@ -12,11 +12,10 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_hypergrad import contract, distributed, hyper_update, internals, metrics, vectors
+from lightning_hypergrad import contract, distributed, hyper_update, metrics, vectors
 from lightning_hypergrad.checks import check_choice, check_count, check_non_negative, check_positive
 from lightning_hypergrad.hyper_batches import HyperBatches
 from lightning_hypergrad.hypergradient import HypergradientResult, hypergradient_with_solve
@@ -115,11 +114,8 @@ class HypergradientCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        named = contract.check_bilevel_module(pl_module)
+        contract.check_bilevel_module(pl_module)
         distributed.check_strategy(trainer.strategy)
-        if isinstance(trainer.strategy, DDPStrategy):
-            # Hyperparameters get no gradient from the weights' backward; DDP must not wait for one.
-            internals.ignore_in_ddp(pl_module, [name for name, _ in named])
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         named = contract.check_bilevel_module(pl_module, trainer.optimizers)

@@ -9,7 +9,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from lightning_hypergrad import contract, weight_steps
+from lightning_hypergrad import contract, distributed, internals, weight_steps
 from lightning_hypergrad.checks import check_choice, check_count, check_positive
 
 
@@ -35,12 +35,16 @@ class BilevelLightningModule(LightningModule):
         accumulate_grad_batches: sum gradients over this many batches (each loss divided by it) per weight step.
 
     Learning-rate schedulers from ``configure_optimizers`` are stepped here (manual optimization leaves that to
-    the module), honouring ``interval`` and ``frequency``; if you override ``on_train_epoch_end``, call ``super()``.
+    the module), honouring ``interval`` and ``frequency``; if you override ``on_train_epoch_end`` or ``on_fit_start``,
+    call ``super()``.
 
     Override :meth:`project_hyperparameters` to keep hyperparameters feasible after each hyperstep (say, clamp a
     rate into [0, 1)). ``validation_step`` and ``test_step`` log ``validation_loss`` / ``test_loss`` so
     ``ModelCheckpoint(monitor="validation_loss")`` and ``EarlyStopping`` work as usual.
     """
+
+    # DDP must not wait for hyperparameter gradients the weights' backward never produces (see internals).
+    _ddp_params_and_buffers_to_ignore = internals.DDPIgnoresHyperparameters()
 
     def __init__(
         self,
@@ -110,6 +114,10 @@ class BilevelLightningModule(LightningModule):
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # Runs after the precision plugin has unscaled the gradients, so clipping sees true magnitudes.
         weight_steps.clip_weight_gradients(self, optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+
+    def on_fit_start(self) -> None:
+        # DDP leaves the parameters it ignores out of its initial broadcast: start all processes from rank 0's λ.
+        distributed.broadcast_([parameter for _, parameter in self.named_hyperparameters()])
 
     def on_train_epoch_end(self) -> None:
         weight_steps.step_schedulers(self.trainer, "epoch")
