@@ -61,6 +61,7 @@ class BilevelLightningModule(LightningModule):
         check_choice(owner, "gradient_clip_algorithm", gradient_clip_algorithm, ("norm", "value"))
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.accumulate_grad_batches = check_count(owner, "accumulate_grad_batches", accumulate_grad_batches, minimum=1)
+        self.skipped_weight_steps = 0  # steps skipped for non-finite gradients (see weight_steps)
 
     # --- what users implement -------------------------------------------------------------------------------
 
@@ -102,12 +103,13 @@ class BilevelLightningModule(LightningModule):
                 f"{type(self).__name__}.configure_optimizers returned {len(optimizer)} optimizers; a "
                 "BilevelLightningModule trains its weights with exactly one (hyperparameters have the callback's)."
             )
-        loss = self.training_loss(batch)
+        loss = contract.check_loss(self, "training_loss", self.training_loss(batch))
         self.manual_backward(loss / self.accumulate_grad_batches, inputs=self.weight_parameters())
         if weight_steps.completes_accumulation(self.trainer, batch_idx, self.accumulate_grad_batches):
-            optimizer.step()
+            if weight_steps.gradients_are_finite(self, optimizer, loss):  # else skipped, as GradScaler would
+                optimizer.step()
+                weight_steps.step_schedulers(self.trainer, "step")
             optimizer.zero_grad(set_to_none=True)
-            weight_steps.step_schedulers(self.trainer, "step")
         self.log("train_loss", loss.detach(), prog_bar=True)
         return loss.detach()
 
@@ -116,6 +118,7 @@ class BilevelLightningModule(LightningModule):
         weight_steps.clip_weight_gradients(self, optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
 
     def on_fit_start(self) -> None:
+        contract.check_weight_optimizers(self, self.trainer.optimizers)
         # DDP leaves the parameters it ignores out of its initial broadcast: start all processes from rank 0's λ.
         distributed.broadcast_([parameter for _, parameter in self.named_hyperparameters()])
 
@@ -123,7 +126,7 @@ class BilevelLightningModule(LightningModule):
         weight_steps.step_schedulers(self.trainer, "epoch")
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss = self.validation_loss(batch)
+        loss = contract.check_loss(self, "validation_loss", self.validation_loss(batch))
         self.log("validation_loss", loss, prog_bar=True, sync_dist=True)
         return loss
 
