@@ -45,9 +45,10 @@ def loss_failure(module: nn.Module, train_loss: object, validation_loss: object)
 
 def precheck(module: Any, train_loss: object, validation_loss: object, alpha_from_learning_rate: bool) -> str | None:
     """Why this hyperstep cannot be computed (:func:`loss_failure`, :func:`learning_rate_failure`), or None."""
-    return loss_failure(module, train_loss, validation_loss) or learning_rate_failure(
-        alpha_from_learning_rate, module.trainer
-    )
+    failure = loss_failure(module, train_loss, validation_loss)
+    if failure is None and alpha_from_learning_rate:
+        failure = learning_rate_failure(alpha_from_learning_rate, module.trainer)
+    return failure
 
 
 def learning_rate_failure(alpha_from_learning_rate: bool, trainer: Any) -> str | None:
@@ -84,6 +85,12 @@ def solver_advice(solver: IHVPSolver, solve: SolveResult) -> str:
     own = getattr(solver, "failure_advice", None)
     if callable(own):
         return str(own(solve))
+    if not bool(torch.isfinite(solve.residual_norm)):
+        return (
+            "its Hessian-vector products were not finite (an overflow; under 16-mixed the GradScaler lowers its "
+            "scale after overflows, so later hypersteps recover; otherwise check the losses and the transforms "
+            "of the hyperparameters, or use bf16-mixed)"
+        )
     if solve.status is SolveStatus.NEGATIVE_CURVATURE or isinstance(solver, ConjugateGradient):
         return (
             "conjugate gradient needs a positive-definite Hessian: add damping (say damping=1e-3, solving with "
