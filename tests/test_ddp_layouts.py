@@ -7,6 +7,7 @@ level was therefore left in the reducer, which waited for a gradient the weights
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -26,6 +27,7 @@ from lightning_hypergrad.data import DigitsDataModule
 from lightning_hypergrad.internals import ddp_spellings
 from lightning_hypergrad.solvers import Neumann
 from tests.lightning_helpers import make_trainer
+from tests.test_cli_reliability import fit_through_the_cli_on_every_process
 from tests.test_distributed import WORLD, free_port
 
 LAYOUTS = ("top_after", "top_before", "child_after", "child_before", "several", "nested", "user_ignore_list")
@@ -121,13 +123,28 @@ def layouts_worker(rank: int, port: int, directory: str) -> None:
             taken = callbacks[0].taken if callbacks else None
             results[(layout, mode)] = {"state": model.state_dict(), "taken": taken, "step": trainer.global_step}
     torch.save(results, f"{directory}/layouts_rank{rank}.pt")
+    os.chdir(directory)  # the CLI's configs write to ./runs
+    fit_through_the_cli_on_every_process(Path(directory))
 
 
 @pytest.fixture(scope="module")
-def layout_results(tmp_path_factory) -> list[dict]:
+def spawned_directory(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("layouts")
     mp.start_processes(layouts_worker, args=(free_port(), str(directory)), nprocs=WORLD, start_method="spawn")
-    return [torch.load(directory / f"layouts_rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
+    return directory
+
+
+@pytest.fixture(scope="module")
+def layout_results(spawned_directory) -> list[dict]:
+    return [torch.load(spawned_directory / f"layouts_rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
+
+
+def test_the_cli_writes_its_report_under_ddp(spawned_directory) -> None:
+    """Every process evaluated the splits and reached the collective log_dir; rank 0 wrote one report."""
+    (summary_path,) = (spawned_directory / "runs" / "digits_weight_decay").glob("version_*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["global_step"] == 4 and summary["hypersteps_taken"] == 1
+    assert {"train_loss", "validation_loss", "test_loss"} <= set(summary)
 
 
 def assert_same_on_both(first: dict[str, Tensor], second: dict[str, Tensor]) -> None:
