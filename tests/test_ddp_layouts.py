@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from lightning.pytorch import Callback
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_hypergrad import BilevelLightningModule, HypergradientCallback
+from lightning_hypergrad import BilevelLightningModule, HypergradientCallback, HypergradientWarning
 from lightning_hypergrad.data import DigitsDataModule
 from lightning_hypergrad.internals import ddp_spellings
 from lightning_hypergrad.solvers import Neumann
@@ -87,6 +88,20 @@ class LayoutModule(BilevelLightningModule):
         return torch.optim.SGD(self.weight_parameters(), lr=0.1)
 
 
+class NaNOnRankOne(LayoutModule):
+    """The first hyperstep's validation loss is NaN on rank 1 only: both processes must skip it together."""
+
+    def __init__(self) -> None:
+        super().__init__("top_after")
+        self.validation_calls = 0
+
+    def validation_loss(self, batch: Any) -> Tensor:
+        self.validation_calls += not self.trainer.validating  # count the hypersteps' calls only
+        loss = super().validation_loss(batch)
+        first_hyperstep = not self.trainer.validating and self.validation_calls == 1
+        return loss * float("nan") if self.global_rank == 1 and first_hyperstep else loss
+
+
 def loader() -> DataLoader:
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(64, 8, generator=generator)
@@ -122,6 +137,14 @@ def layouts_worker(rank: int, port: int, directory: str) -> None:
             trainer.fit(model, **data)
             taken = callbacks[0].taken if callbacks else None
             results[(layout, mode)] = {"state": model.state_dict(), "taken": taken, "step": trainer.global_step}
+    for mode in MODES[1:]:
+        model, callbacks = NaNOnRankOne(), callback_for(mode)
+        trainer = make_trainer(callbacks, max_steps=STEPS, strategy="ddp", devices=WORLD)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HypergradientWarning)
+            trainer.fit(model, train_dataloaders=loader(), val_dataloaders=loader())
+        history = [entry["applied"] for entry in callbacks[0].history]
+        results[("nan_on_rank_one", mode)] = {"state": model.state_dict(), "applied": history}
     torch.save(results, f"{directory}/layouts_rank{rank}.pt")
     os.chdir(directory)  # the CLI's configs write to ./runs
     fit_through_the_cli_on_every_process(Path(directory))
@@ -171,6 +194,14 @@ def test_each_layout_trains_under_ddp_with_and_without_the_callback(layout: str,
             torch.manual_seed(0)
             start = LayoutModule(layout).state_dict()
             assert all(not torch.equal(first["state"][name], start[name]) for name in decays)
+
+
+@pytest.mark.parametrize("mode", MODES[1:])
+def test_a_nan_loss_on_one_process_skips_the_hyperstep_on_all(mode: str, layout_results) -> None:
+    first, second = (per_rank[("nan_on_rank_one", mode)] for per_rank in layout_results)
+    assert first["applied"] == second["applied"] == [False, True, True]
+    assert_same_on_both(first["state"], second["state"])
+    assert all(bool(torch.isfinite(value).all()) for value in first["state"].values())
 
 
 def test_without_the_callback_every_process_keeps_rank_zeros_hyperparameters(layout_results) -> None:
