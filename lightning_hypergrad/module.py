@@ -38,6 +38,10 @@ class BilevelLightningModule(LightningModule):
     the module), honouring ``interval`` and ``frequency``; if you override ``on_train_epoch_end`` or ``on_fit_start``,
     call ``super()``.
 
+    A weight step whose gradients are NaN or inf (a NaN loss or batch) is skipped, weights unchanged, with a
+    warning; ``skipped_weight_steps`` counts them (logged as ``train/skipped_weight_steps``). Under DDP the module
+    itself keeps DDP from waiting for the hyperparameters' gradients, with or without the callback.
+
     Override :meth:`project_hyperparameters` to keep hyperparameters feasible after each hyperstep (say, clamp a
     rate into [0, 1)). ``validation_step`` and ``test_step`` log ``validation_loss`` / ``test_loss`` so
     ``ModelCheckpoint(monitor="validation_loss")`` and ``EarlyStopping`` work as usual.

@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from lightning.pytorch import Callback
 from torch import Tensor, nn
@@ -116,6 +117,15 @@ def callback_for(mode: str | None) -> list[HypergradientCallback]:
 
 def layouts_worker(rank: int, port: int, directory: str) -> None:
     """One process of two: every layout and mode in turn, under ``strategy="ddp"`` in processes made here."""
+    try:
+        run_every_layout(rank, port, directory)
+    finally:  # exiting with a live process group aborts the process (gloo's threads)
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def run_every_layout(rank: int, port: int, directory: str) -> None:
     os.environ.update(
         {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(WORLD), "RANK": str(rank)}
     )
