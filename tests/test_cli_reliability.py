@@ -68,3 +68,16 @@ def fit_through_the_cli_on_every_process(directory: Path) -> None:
     """Run from each DDP process (as torchrun or Lightning's launcher would), in ``directory``."""
     config = short_config(directory, strategy="ddp", devices=2, max_steps=4)
     main(["fit", "--config", str(config), *QUIET])
+
+
+def test_reduce_lr_on_plateau_as_the_hyper_scheduler_runs_from_yaml(tmp_path) -> None:
+    config = short_config(tmp_path, max_steps=8)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["callbacks"][0]["init_args"]["hyper_lr_scheduler"] = {
+        "class_path": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "init_args": {"patience": 0, "factor": 0.5},
+    }
+    config.write_text(yaml.safe_dump(settings))
+    main(["fit", "--config", str(config), *QUIET])
+    (summary_path,) = (tmp_path / "runs" / "digits_weight_decay").glob("version_*/summary.json")
+    assert json.loads(summary_path.read_text())["hypersteps_taken"] == 3  # steps 3, 5 and 7
