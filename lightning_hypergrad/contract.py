@@ -81,17 +81,17 @@ def check_manual_optimization(module: LightningModule) -> None:
 
 
 def check_loss(module: LightningModule, method: str, loss: object) -> Tensor:
-    """Return ``loss`` if it is a floating 0-dim tensor, else raise naming the method and what it returned."""
+    """Return ``loss`` if it is a floating one-element tensor, else raise naming the method and what it returned."""
     owner = f"{type(module).__name__}.{method}(batch)"
     if not isinstance(loss, Tensor):
         raise TypeError(
             f"{owner} returned a {type(loss).__name__}; it must return a scalar tensor computed from the module's "
             "outputs (so that it can be differentiated), e.g. nn.functional.cross_entropy(logits, targets)."
         )
-    if loss.dim() != 0 or not loss.is_floating_point():
+    if loss.numel() != 1 or not loss.is_floating_point():
         raise ValueError(
             f"{owner} returned a {loss.dtype} tensor of shape {tuple(loss.shape)}; it must return a floating "
-            "scalar (0-dim) tensor: reduce it, e.g. loss.mean() or loss.sum()."
+            "scalar tensor: reduce it, e.g. loss.mean() or loss.sum()."
         )
     return loss
 

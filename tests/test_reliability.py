@@ -331,7 +331,7 @@ def test_a_closure_based_weight_optimizer_is_refused(with_callback: bool) -> Non
             r"training_loss\(batch\) returned a .* shape \(3,\)",
         ),
         ("training_loss", lambda loss: float(loss), TypeError, r"training_loss\(batch\) returned a float"),
-        ("validation_loss", lambda loss: loss.reshape(1, 1), ValueError, r"validation_loss\(batch\) .* \(1, 1\)"),
+        ("validation_loss", lambda loss: loss.expand(2, 2), ValueError, r"validation_loss\(batch\) .* \(2, 2\)"),
         ("validation_loss", lambda loss: loss.item(), TypeError, r"validation_loss\(batch\) returned a float"),
     ],
 )
