@@ -6,17 +6,15 @@ metrics) and the data flow of one hyperstep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_hypergrad import averaging, contract, distributed, hyper_update, internals, metrics, vectors
+from lightning_hypergrad import averaging, contract, distributed, hyper_update, metrics, safeguards, vectors
 from lightning_hypergrad.checks import check_choice, check_count, check_non_negative, check_positive
 from lightning_hypergrad.hyper_batches import HyperBatches
 from lightning_hypergrad.hypergradient import HypergradientResult, hypergradient_with_solve
@@ -64,10 +62,10 @@ class HypergradientCallback(Callback):
         validation_dataloader: with several validation dataloaders (list or dict), the index or key of the one
             hypersteps draw from (without a ``hyper_dataloader()``); the first by default.
 
-    Skipped hypersteps: a failed solve (``converged=False``) or a non-finite hypergradient is never applied;
-    it is counted (``hyper/skipped``) and reported with a :class:`HypergradientWarning`. Each hyperstep is
-    logged (names in :meth:`HyperstepRecord.logged <lightning_hypergrad.metrics.HyperstepRecord.logged>`) and
-    kept in ``history`` as a structured entry; past ``HISTORY_LIMIT`` entries every other older one is dropped,
+    Skipped hypersteps: a non-finite loss, a failed solve, a non-finite hypergradient or a step that leaves λ
+    non-finite is never applied (λ is restored; ``docs/reliability.md``): counted (``hyper/skipped``) and warned,
+    with cause and remedy, as a :class:`HypergradientWarning`. Each hyperstep is logged (names in
+    :meth:`HyperstepRecord.logged <lightning_hypergrad.metrics.HyperstepRecord.logged>`) and kept in ``history`` as a structured entry; past ``HISTORY_LIMIT`` entries every other older one is dropped,
     so memory and checkpoints stay bounded while the history still spans the whole run.
     """
 
@@ -91,7 +89,8 @@ class HypergradientCallback(Callback):
         super().__init__()
         owner = "HypergradientCallback"
         self.solver = hyper_update.checked_solver(solver, alpha_from_learning_rate)
-        self.hyper_optimizer_factory, self.hyper_lr_scheduler_factory = hyper_optimizer, hyper_lr_scheduler
+        self.hyper_optimizer_factory = hyper_update.checked_factory("hyper_optimizer", hyper_optimizer)
+        self.hyper_lr_scheduler_factory = hyper_update.checked_factory("hyper_lr_scheduler", hyper_lr_scheduler)
         self.every_n_steps = check_count(owner, "every_n_steps", every_n_steps, minimum=1)
         self.warmup_steps = check_count(owner, "warmup_steps", warmup_steps, minimum=0)
         self.train_batch = check_choice(owner, "train_batch", train_batch, ("current", "fresh"))
@@ -112,17 +111,16 @@ class HypergradientCallback(Callback):
         self.last_applied_hypergradients: list[Tensor] | None = None
         self.history: list[dict[str, Any]] = []  # bounded: see the class docstring
         self._pending_state: dict[str, Any] | None = None
-        self._influence_checked = False
+        self._influence_checked = self._zero_warned = False
         self._last_validation_loss: float | None = None
+        self._loss_problem: str | None = None  # why this hyperstep cannot be computed (safeguards)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        named = contract.check_bilevel_module(pl_module)
+        contract.check_bilevel_module(pl_module)
         distributed.check_strategy(trainer.strategy)
-        if isinstance(trainer.strategy, DDPStrategy):
-            # Hyperparameters get no gradient from the weights' backward; DDP must not wait for one.
-            internals.ignore_in_ddp(pl_module, [name for name, _ in named])
+        safeguards.check_solver_size(self.solver, contract.bilevel(pl_module).weight_parameters())
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         named = contract.check_bilevel_module(pl_module, trainer.optimizers)
@@ -161,15 +159,21 @@ class HypergradientCallback(Callback):
         failed = not result.solve.converged
         hypergradients, failed = distributed.agree_on_hypergradients(result.hypergradients, failed, self.sync)
         norm = vectors.norm(hypergradients)
-        reason = hyper_update.skip_reason(result, norm, failed)
+        reason = self._loss_problem or hyper_update.skip_reason(result, norm, failed, self.solver)
         if reason is None:
-            hypergradients = hyper_update.clip_to_norm(hypergradients, norm, self.max_hypergradient_norm)
-            self._apply(trainer, module, hypergradients)
+            clipped = hyper_update.clip_to_norm(hypergradients, norm, self.max_hypergradient_norm)
+            self.last_applied_hypergradients = [gradient.detach().clone() for gradient in clipped]
+            options = (self.hyper_optimizer, self.hyper_lr_scheduler, self._last_validation_loss, self.check_sync)
+            reason = hyper_update.apply_hypergradients(module, clipped, *options)
+        if reason is None:
+            averaging.keep_hyperparameters_out_of_averages(trainer, module)
             if self.warm_start:
                 self.warm_start_solution = [part.detach().clone() for part in result.solve.solution]
             self.taken += 1
+            self._zero_warned = self._zero_warned or safeguards.warn_once_if_zero(hypergradients, module)
         else:
             self.skipped += 1
+            self.warm_start_solution = None  # a start from a failed hyperstep would fail the same way
             rank_zero_warn(hyper_update.skip_warning(trainer.global_step, reason, self.skipped))
         self._record(trainer, module, result, norm, reason is None, learning_rate)
         return reason is None
@@ -179,14 +183,18 @@ class HypergradientCallback(Callback):
     ) -> HypergradientResult:
         """The hypergradient on these (device) batches at the module's current weights.
 
-        Leaves weights, hyperparameters, buffers (BatchNorm statistics) and train/eval modes as they were.
+        Leaves weights, hyperparameters, buffers and train/eval modes as they were; non-finite losses give a failed
+        result (:func:`~lightning_hypergrad.safeguards.precheck`).
         """
         named = module.named_hyperparameters()
         with hyperstep_context(module):
             train_loss, validation_loss = evaluate_losses(
                 module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode
             )
+            self._loss_problem = safeguards.precheck(module, train_loss, validation_loss, self.alpha_from_learning_rate)
             self._last_validation_loss = float(validation_loss.detach())
+            if self._loss_problem is not None:
+                return safeguards.skipped_result(module.weight_parameters(), named)
             if not self._influence_checked:
                 self._influence_checked = contract.warn_about_idle_hyperparameters(module, train_loss, named)
             return hypergradient_with_solve(
@@ -226,15 +234,6 @@ class HypergradientCallback(Callback):
             self.solver.load_state_dict(state_dict["solver"])
         self.batches.load_state_dict(state_dict)
         self._pending_state = dict(state_dict)  # the optimizers' state applies once they exist (on_fit_start)
-
-    def _apply(self, trainer: Trainer, module: BilevelLightningModule, hypergradients: Sequence[Tensor]) -> None:
-        self.last_applied_hypergradients = [gradient.detach().clone() for gradient in hypergradients]
-        hyperparameters = [parameter for _, parameter in module.named_hyperparameters()]
-        optimizer, scheduler = self.hyper_optimizer, self.hyper_lr_scheduler
-        hyper_update.apply_hypergradients(module, hyperparameters, hypergradients, optimizer, scheduler)
-        averaging.keep_hyperparameters_out_of_averages(trainer, module)
-        if self.check_sync:
-            distributed.check_identical(hyperparameters, f"after the hyperstep at step {trainer.global_step}")
 
     def _record(self, trainer: Trainer, module: Any, result: Any, norm: Tensor, applied: bool, rate: Any) -> None:
         counts = {"taken": self.taken, "skipped": self.skipped, "learning_rate": rate}

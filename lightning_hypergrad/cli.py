@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -14,6 +15,7 @@ import lightning_hypergrad.data
 import lightning_hypergrad.models
 import lightning_hypergrad.solvers
 import lightning_hypergrad.tasks  # noqa: F401
+from lightning_hypergrad import internals
 from lightning_hypergrad.contract import check_bilevel_module
 from lightning_hypergrad.module import BilevelLightningModule
 from lightning_hypergrad.report import SPLITS, RunReport
@@ -24,7 +26,8 @@ class HypergradCLI(LightningCLI):
 
     After ``fit`` the final weights are evaluated on the train, validation and test splits (the module's
     ``test_step``), and ``summary.json``, ``validation_loss.png`` and ``hyperparameters.png`` are written to the
-    run's log directory (``--report.enabled false`` turns this off).
+    run's log directory (``--report.enabled false`` turns this off; under ``fast_dev_run``, its ``fast_dev_run``
+    subdirectory, see :meth:`report_directory`). Under DDP every process evaluates; rank 0 writes.
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True) -> None:
@@ -75,25 +78,33 @@ class HypergradCLI(LightningCLI):
         report = next((c for c in self.trainer.callbacks if isinstance(c, RunReport)), None)
         if report is None or not report.enabled or self.trainer.interrupted:
             return
-        report.write(self.trainer, self.model, self.evaluate_splits())
+        # Every process evaluates and reaches the report (trainer.test and trainer.log_dir are collective).
+        report.write(self.trainer, self.model, self.evaluate_splits(), self.report_directory())
 
     def evaluate_splits(self) -> dict[str, dict[str, float]]:
-        """Loss and accuracy of the final weights on each split, through the module's ``test_step``."""
-        datamodule = self.datamodule
-        loaders = {
-            "train": datamodule.train_dataloader,
-            "validation": datamodule.val_dataloader,
-            "test": datamodule.test_dataloader,
-        }
+        """Loss and accuracy of the final weights on each split the datamodule (else the module) defines, through
+        the module's ``test_step``; a split without a dataloader is left out."""
+        owner = self.datamodule if self.datamodule is not None else self.model
+        hooks = {"train": "train_dataloader", "validation": "val_dataloader", "test": "test_dataloader"}
         metrics: dict[str, dict[str, float]] = {}
         for split in SPLITS:
-            try:
-                loader = loaders[split]()
-            except NotImplementedError:  # Lightning's placeholder: the datamodule has no such split
+            if not internals.overrides(owner, hooks[split]):  # Lightning's placeholder raises; no such split
                 continue
+            loader = getattr(owner, hooks[split])()
             results: list[dict[str, Any]] = self.trainer.test(self.model, dataloaders=loader, verbose=False)
             metrics[split] = {key.removeprefix("test_"): float(value) for key, value in results[0].items()}
         return metrics
+
+    def report_directory(self) -> Path | None:
+        """Where the report goes when the Trainer's own log directory would be the working directory: under
+        ``fast_dev_run`` (which swaps the loggers for a placeholder) ``<configured logger's root>/fast_dev_run``,
+        else ``<default_root_dir>/fast_dev_run``. None otherwise: the report uses ``trainer.log_dir``."""
+        if not self.trainer.fast_dev_run:
+            return None
+        configured = self._get(self.config_init, "trainer", default={}).get("logger")
+        first = configured[0] if isinstance(configured, list) and configured else configured
+        root = getattr(first, "root_dir", None) or getattr(first, "save_dir", None) or self.trainer.default_root_dir
+        return Path(root) / "fast_dev_run"
 
 
 def options_epilog() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,34 @@ def check_manual_optimization(module: LightningModule) -> None:
         )
 
 
+def check_loss(module: LightningModule, method: str, loss: object) -> Tensor:
+    """Return ``loss`` if it is a floating one-element tensor, else raise naming the method and what it returned."""
+    owner = f"{type(module).__name__}.{method}(batch)"
+    if not isinstance(loss, Tensor):
+        raise TypeError(
+            f"{owner} returned a {type(loss).__name__}; it must return a scalar tensor computed from the module's "
+            "outputs (so that it can be differentiated), e.g. nn.functional.cross_entropy(logits, targets)."
+        )
+    if loss.numel() != 1 or not loss.is_floating_point():
+        raise ValueError(
+            f"{owner} returned a {loss.dtype} tensor of shape {tuple(loss.shape)}; it must return a floating "
+            "scalar tensor: reduce it, e.g. loss.mean() or loss.sum()."
+        )
+    return loss
+
+
+def check_weight_optimizers(module: LightningModule, optimizers: Sequence[Optimizer]) -> None:
+    """Refuse weight optimizers whose ``step`` needs a closure (LBFGS): the module's manual step calls it without."""
+    for optimizer in optimizers:
+        closure = inspect.signature(type(optimizer).step).parameters.get("closure")
+        if closure is not None and closure.default is inspect.Parameter.empty:
+            raise ValueError(
+                f"{type(module).__name__}.configure_optimizers returned {type(optimizer).__name__}, whose step() "
+                "needs a closure that re-evaluates the loss; a BilevelLightningModule steps its weights once per "
+                "batch without one. Use a first-order optimizer such as SGD, Adam or AdamW."
+            )
+
+
 def check_disjoint_from_optimizers(named: Sequence[tuple[str, nn.Parameter]], optimizers: Sequence[Optimizer]) -> None:
     """Refuse hyperparameters that the weights' optimizers would also step."""
     names = {id(parameter): name for name, parameter in named}
@@ -116,6 +145,7 @@ def check_bilevel_module(
     check_manual_optimization(module)
     named = named_hyperparameters(module)
     check_disjoint_from_optimizers(named, optimizers)
+    check_weight_optimizers(module, optimizers)
     return named
 
 

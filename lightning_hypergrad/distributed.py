@@ -35,6 +35,15 @@ def all_reduce_mean(vector: Sequence[Tensor]) -> Vector:
     return tuple(piece.to(part.dtype) for piece, part in zip(vectors.unflatten(flat, parts), parts))
 
 
+def any_process(flags: Sequence[bool], device: torch.device) -> list[bool]:
+    """For each flag, whether it is True on any process (one all-reduce); the flags themselves with one process."""
+    if world_size() == 1:
+        return list(flags)
+    reduced = torch.tensor([float(flag) for flag in flags], device=device)
+    dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+    return [bool(value > 0) for value in reduced.tolist()]
+
+
 def broadcast_(tensors: Sequence[Tensor], source: int = 0) -> None:
     """Overwrite ``tensors`` in place with rank ``source``'s values."""
     if world_size() == 1:

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from lightning_hypergrad import vectors
+from lightning_hypergrad import distributed, safeguards, vectors
 from lightning_hypergrad.hypergradient import HypergradientResult, HypergradientWarning
 from lightning_hypergrad.solvers import IHVPSolver, Neumann
 from lightning_hypergrad.vectors import Vector
@@ -34,6 +35,26 @@ def checked_solver(solver: object, alpha_from_learning_rate: bool) -> IHVPSolver
     return checked
 
 
+def checked_factory(name: str, factory: object) -> Any:
+    """``factory`` if it is None or a callable that builds the object; an optimizer or scheduler *instance* is
+    refused with the form to use instead (the callback builds them over the hyperparameters itself)."""
+    instances = (torch.optim.Optimizer, LRScheduler, ReduceLROnPlateau)
+    if factory is None or (callable(factory) and not isinstance(factory, instances)):
+        return factory
+    kind = "optimizer" if name == "hyper_optimizer" else "scheduler"
+    example = (
+        "hyper_optimizer=lambda params: torch.optim.Adam(params, lr=1e-2), or functools.partial(torch.optim.Adam, "
+        "lr=1e-2)"
+        if kind == "optimizer"
+        else "hyper_lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=10)"
+    )
+    raise TypeError(
+        f"HypergradientCallback({name}={type(factory).__name__}(...)): give a callable that builds the {kind} "
+        f"(the callback calls it once the hyperparameters exist), not an {kind} object; e.g. {example}. In YAML: "
+        "class_path and init_args without params/optimizer."
+    )
+
+
 def solver_for_step(solver: IHVPSolver, alpha_from_learning_rate: bool, trainer: Any) -> IHVPSolver:
     """``solver``, or a copy whose α is the weight optimizer's current learning rate."""
     if not alpha_from_learning_rate:
@@ -55,15 +76,23 @@ def build_hyper_optimizer(
     return optimizer, scheduler
 
 
-def skip_reason(result: HypergradientResult, norm: Tensor, failed_anywhere: bool) -> str | None:
-    """Why this hypergradient must not be applied, or None: a failed solve (here or on another process) or a
-    non-finite hypergradient."""
+def skip_reason(
+    result: HypergradientResult, norm: Tensor, failed_anywhere: bool, solver: IHVPSolver | None = None
+) -> str | None:
+    """Why this hypergradient must not be applied, with a remedy, or None: a failed solve (here or on another
+    process; the remedy fits ``solver``) or a non-finite hypergradient."""
     if failed_anywhere:
         if result.solve.converged:
-            return "the solve failed on another process"
-        return f"the solve failed ({result.solve.status.value}, residual {float(result.solve.residual_norm):.3g})"
+            return "the solve failed on another process; see that process's batch"
+        solve = result.solve
+        advice = safeguards.solver_advice(solver, solve) if solver is not None else "consider damping"
+        return f"the solve failed ({solve.status.value}, residual {float(solve.residual_norm):.3g}); {advice}"
     if not bool(torch.isfinite(norm)):
-        return "the hypergradient is not finite"
+        return (
+            "the hypergradient is not finite although the solve succeeded (the mixed term overflowed: an "
+            "exponential of a large hyperparameter?); keep hyperparameters in range with project_hyperparameters "
+            "or set max_hypergradient_norm"
+        )
     return None
 
 
@@ -76,20 +105,35 @@ def clip_to_norm(hypergradients: Sequence[Tensor], norm: Tensor, max_norm: float
 
 def apply_hypergradients(
     module: Any,
-    hyperparameters: Sequence[nn.Parameter],
     hypergradients: Sequence[Tensor],
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-) -> None:
-    """One hyper-optimizer step along ``hypergradients``, one scheduler step, then the module's projection."""
-    for parameter, gradient in zip(hyperparameters, hypergradients):
+    validation_loss: float | None = None,
+    check_sync: bool = False,
+) -> str | None:
+    """One hyper-optimizer step along ``hypergradients``, one scheduler step, then the module's projection.
+
+    Returns None, or why the step was undone: when the optimizer's step or the projection leaves a non-finite
+    hyperparameter, λ and the optimizer's and scheduler's states are restored
+    (:class:`~lightning_hypergrad.safeguards.StepGuard`). ``check_sync`` then verifies that all processes hold
+    the same hyperparameters (:func:`~lightning_hypergrad.distributed.check_identical`).
+    """
+    named = module.named_hyperparameters()
+    guard = safeguards.StepGuard(named, optimizer, scheduler)
+    for (_, parameter), gradient in zip(named, hypergradients):
         parameter.grad = gradient.to(parameter.dtype)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    if scheduler is not None:
-        scheduler.step()
-    with torch.no_grad():
-        module.project_hyperparameters()
+    undone = guard.check(after="optimizer")
+    if undone is None:
+        safeguards.step_scheduler(scheduler, validation_loss, named[0][1].device)
+        with torch.no_grad():
+            module.project_hyperparameters()
+        undone = guard.check(after="projection")
+    if check_sync:
+        when = f"after the hyperstep at step {module.trainer.global_step}"
+        distributed.check_identical([parameter for _, parameter in named], when)
+    return undone
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> None:
@@ -101,8 +145,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, state
 
 
 def skip_warning(step: int, reason: str, skipped: int) -> HypergradientWarning:
-    """The warning for a skipped hyperstep: when, why, and what to try."""
+    """The warning for a skipped hyperstep: when, why, and what to try (``reason`` carries cause and remedy)."""
     return HypergradientWarning(
-        f"Skipped the hyperstep at step {step}: {reason}. Hyperparameters are unchanged ({skipped} skipped so "
-        "far). With Neumann, lower alpha or use alpha='auto'; consider damping."
+        f"Skipped the hyperstep at step {step}: {reason}. Hyperparameters are unchanged ({skipped} skipped so far)."
     )

@@ -8,14 +8,13 @@ or torch object.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.core.hooks import DataHooks
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 
@@ -34,13 +33,50 @@ def validation_dataloaders(trainer: Trainer) -> Any:
     return trainer.val_dataloaders
 
 
-def ignore_in_ddp(module: LightningModule, names: Sequence[str]) -> None:
-    """Tell DistributedDataParallel not to wait for gradients of these parameters (the hyperparameters).
+def ddp_spellings(module: nn.Module, parameters: Iterable[Tensor]) -> list[str]:
+    """Every name under which torch's DDP may look ``parameters`` up in its ignore list.
 
-    torch reads the list from the module's ``_ddp_params_and_buffers_to_ignore`` when it wraps it; the setter
-    is a private static method of ``DistributedDataParallel``.
+    DDP spells a parameter two ways: ``named_parameters()``' name when it collects the module's parameters and
+    broadcasts them, and ``f"{module_name}.{param_name}"`` when it builds its gradient reducer, which for a
+    parameter registered on the root module is ``".name"`` (torch 2.14). A name listed in one spelling only
+    leaves a top-level hyperparameter in the reducer, which then waits for a gradient that never comes.
     """
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, list(names))
+    wanted = {id(parameter) for parameter in parameters}
+    names: list[str] = []
+    for module_name, submodule in module.named_modules():
+        for parameter_name, parameter in submodule.named_parameters(recurse=False):
+            if id(parameter) in wanted:
+                reducer_name = f"{module_name}.{parameter_name}"
+                names += [reducer_name, reducer_name if module_name else parameter_name]
+    return list(dict.fromkeys(names))
+
+
+class DDPIgnoresHyperparameters:
+    """A class attribute for ``_ddp_params_and_buffers_to_ignore``: the user's list plus the hyperparameters.
+
+    torch's ``DistributedDataParallel`` (and Lightning's DDP strategy) read that attribute of the module they
+    wrap; parameters named there get neither gradient all-reduce nor the initial broadcast. Hyperparameters get
+    no gradient from the weights' backward, so DDP must not wait for them, with or without the callback. As a
+    data descriptor the list is computed when DDP reads it (after ``hyperparameters()`` can be called), and a
+    list the user assigns is kept and extended, not overwritten (its parameters get the reducer's spelling too).
+    """
+
+    storage = "_ddp_ignored_by_user"
+
+    def __get__(self, module: nn.Module | None, owner: type | None = None) -> Any:
+        if module is None:
+            return self
+        by_user = list(module.__dict__.get(self.storage, []))
+        parameters = dict(module.named_parameters())
+        ignored = [parameters[name] for name in by_user if name in parameters]  # the user's, in both spellings too
+        try:
+            ignored += [parameter for _, parameter in module.named_hyperparameters()]  # type: ignore[operator]
+        except Exception:  # a broken declaration is reported by the contract check, with its own message
+            pass
+        return list(dict.fromkeys([*by_user, *ddp_spellings(module, ignored)]))
+
+    def __set__(self, module: nn.Module, names: Iterable[str]) -> None:
+        module.__dict__[self.storage] = list(names)
 
 
 def overrides(owner: object, method: str) -> bool:

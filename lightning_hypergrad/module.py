@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from lightning_hypergrad import contract, weight_steps
+from lightning_hypergrad import contract, distributed, internals, weight_steps
 from lightning_hypergrad.checks import check_choice, check_count, check_positive
 from lightning_hypergrad.hyper_batches import validation_metric_name
 
@@ -37,8 +37,12 @@ class BilevelLightningModule(LightningModule):
         accumulate_grad_batches: sum gradients over this many batches (each loss divided by it) per weight step.
 
     Learning-rate schedulers from ``configure_optimizers`` are stepped here (manual optimization leaves that to
-    the module), honouring ``interval`` and ``frequency``; if you override ``on_train_epoch_end``, call ``super()``.
-    Accumulation windows end with each epoch, also over an ``IterableDataset``.
+    the module), honouring ``interval`` and ``frequency``; if you override ``on_train_epoch_end`` or ``on_fit_start``,
+    call ``super()``. Accumulation windows end with each epoch, also over an ``IterableDataset``.
+
+    A weight step whose gradients are NaN or inf (a NaN loss or batch) is skipped, weights unchanged, with a
+    warning; ``skipped_weight_steps`` counts them (logged as ``train/skipped_weight_steps``). Under DDP the module
+    itself keeps DDP from waiting for the hyperparameters' gradients, with or without the callback.
 
     Override :meth:`project_hyperparameters` to keep hyperparameters feasible after each hyperstep (say, clamp a
     rate into [0, 1)). ``validation_step`` and ``test_step`` log ``validation_loss`` / ``test_loss`` so
@@ -47,6 +51,9 @@ class BilevelLightningModule(LightningModule):
     loaders) or ``validation_loss/dataloader_idx_<k>`` (a list). A ``ReduceLROnPlateau`` steps with the metric
     named by its ``monitor`` (default ``validation_loss``), whichever form ``configure_optimizers`` returns.
     """
+
+    # DDP must not wait for hyperparameter gradients the weights' backward never produces (see internals).
+    _ddp_params_and_buffers_to_ignore = internals.DDPIgnoresHyperparameters()
 
     def __init__(
         self,
@@ -63,6 +70,7 @@ class BilevelLightningModule(LightningModule):
         check_choice(owner, "gradient_clip_algorithm", gradient_clip_algorithm, ("norm", "value"))
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.accumulate_grad_batches = check_count(owner, "accumulate_grad_batches", accumulate_grad_batches, minimum=1)
+        self.skipped_weight_steps = 0  # steps skipped for non-finite gradients (see weight_steps)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -125,12 +133,13 @@ class BilevelLightningModule(LightningModule):
         if weight_steps.recomputing_batch_norm(self.trainer):  # forward passes only (SWA's last epoch)
             with torch.no_grad():
                 return self.training_loss(batch)
-        loss = self.training_loss(batch)
+        loss = contract.check_loss(self, "training_loss", self.training_loss(batch))
         weight_steps.backward_weights(self, loss / self.accumulate_grad_batches, self.weight_parameters())
         if weight_steps.completes_accumulation(self.trainer, batch_idx, self.accumulate_grad_batches):
-            optimizer.step()
+            if weight_steps.gradients_are_finite(self, optimizer, loss):  # else skipped, as GradScaler would
+                optimizer.step()
+                weight_steps.step_schedulers(self.trainer, "step")
             optimizer.zero_grad(set_to_none=True)
-            weight_steps.step_schedulers(self.trainer, "step")
         self.log("train_loss", loss.detach(), prog_bar=True)
         return loss.detach()
 
@@ -138,11 +147,16 @@ class BilevelLightningModule(LightningModule):
         # Runs after the precision plugin has unscaled the gradients, so clipping sees true magnitudes.
         weight_steps.clip_weight_gradients(self, optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
 
+    def on_fit_start(self) -> None:
+        contract.check_weight_optimizers(self, self.trainer.optimizers)
+        # DDP leaves the parameters it ignores out of its initial broadcast: start all processes from rank 0's λ.
+        distributed.broadcast_([parameter for _, parameter in self.named_hyperparameters()])
+
     def on_train_epoch_end(self) -> None:
         weight_steps.step_schedulers(self.trainer, "epoch")
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        loss = self.validation_loss(batch)
+        loss = contract.check_loss(self, "validation_loss", self.validation_loss(batch))
         name = validation_metric_name(self.trainer, dataloader_idx)  # "validation_loss" for the first loader
         self.log(name, loss, prog_bar=dataloader_idx == 0, sync_dist=True, add_dataloader_idx=False)
         return loss

@@ -70,14 +70,20 @@ class RunReport(Callback):
             self.validation_losses.append((float(trainer.global_step), float(loss)))
 
     def write(
-        self, trainer: Trainer, module: LightningModule, split_metrics: dict[str, dict[str, float]]
+        self,
+        trainer: Trainer,
+        module: LightningModule,
+        split_metrics: dict[str, dict[str, float]],
+        directory: str | Path | None = None,
     ) -> dict[str, Any]:
-        """Write summary.json (and plots) to the run's log directory, print the table; returns the summary."""
+        """Write summary.json (and plots) to ``directory`` (default: the run's log directory), print the table;
+        returns the summary. Call it on every process: reading ``trainer.log_dir`` is a collective under DDP."""
         hyper = next((c for c in trainer.callbacks if isinstance(c, HypergradientCallback)), None)
         summary = build_summary(module, split_metrics, hyper, trainer.global_step, self.wall_time_seconds)
+        log_dir = trainer.log_dir  # on every process: a broadcast under DDP
         if not trainer.is_global_zero:  # every process computed the same summary; one writes it
             return summary
-        directory = Path(trainer.log_dir or trainer.default_root_dir)
+        directory = Path(directory if directory is not None else log_dir or trainer.default_root_dir)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if self.plots:

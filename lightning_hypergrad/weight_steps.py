@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import Tensor
 from torch.optim import Optimizer
@@ -94,6 +95,33 @@ def plateau_settings(configuration: Any) -> dict[int, tuple[str | None, bool]]:
         else:
             settings[id(scheduler)] = (monitor, True)
     return settings
+
+
+def gradients_are_finite(module: LightningModule, optimizer: Optimizer, loss: Tensor) -> bool:
+    """Whether the weight step may be taken; if a weight's gradient is NaN/inf, warn, count and log the skip.
+
+    A NaN or inf training loss (a bad batch, an overflow) gives such gradients; stepping on them would make
+    every weight NaN. The step is skipped as ``GradScaler`` skips one, and counted in the module's
+    ``skipped_weight_steps`` (logged as ``train/skipped_weight_steps``). Under a loss scaler (``16-mixed``) the
+    scaler makes this decision itself and also lowers its scale, so nothing is checked here. Under DDP the
+    gradients are already averaged, so every process decides alike.
+    """
+    scaler = getattr(module.trainer.precision_plugin, "scaler", None)
+    if scaler is not None and scaler.is_enabled():
+        return True
+    gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not gradients or bool(torch.stack([gradient.isfinite().all() for gradient in gradients]).all()):
+        return True
+    module.skipped_weight_steps += 1
+    rank_zero_warn(
+        f"Skipped the weight step after batch loss {float(loss.detach())} at step {module.trainer.global_step}: "
+        f"the weights' gradients are not finite ({module.skipped_weight_steps} skipped so far); weights are "
+        "unchanged. Check the batches for NaN/inf and the loss for log(0) or overflow; lower the learning rate or "
+        "set gradient_clip_val if it recurs.",
+        category=RuntimeWarning,
+    )
+    module.log("train/skipped_weight_steps", float(module.skipped_weight_steps))
+    return False
 
 
 def clip_weight_gradients(

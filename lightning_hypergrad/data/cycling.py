@@ -19,6 +19,11 @@ class CyclingLoader:
     """
 
     def __init__(self, loader: Iterable[Any]) -> None:
+        if _length(loader) == 0:  # refused when hypersteps start, not at the first one after warm-up
+            raise ValueError(
+                "A dataloader the hypersteps draw from has no batches (length 0: an empty dataset, or drop_last "
+                "with fewer examples than batch_size per process); they need at least one."
+            )
         self.loader = loader
         self.drawn = 0
         self._pass = 0

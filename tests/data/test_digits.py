@@ -85,7 +85,14 @@ def test_cycling_loader_replays_its_position(drawn: int) -> None:
         assert torch.equal(next(resumed)[0], next(straight)[0])
 
 
+class Unsized:
+    def __iter__(self):
+        return iter([])
+
+
 def test_an_empty_loader_is_reported() -> None:
-    loader = CyclingLoader(DataLoader(TensorDataset(torch.zeros(0)), batch_size=2))
+    with pytest.raises(ValueError, match="has no batches"):  # a sized one when the stream starts
+        CyclingLoader(DataLoader(TensorDataset(torch.zeros(0)), batch_size=2))
+    loader = CyclingLoader(Unsized())  # one without a length at its first draw
     with pytest.raises(ValueError, match="The dataloader yielded no batches"):
         next(loader)
