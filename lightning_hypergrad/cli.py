@@ -97,7 +97,7 @@ class HypergradCLI(LightningCLI):
 
     def report_directory(self) -> Path | None:
         """Where the report goes when the Trainer's own log directory would be the working directory: under
-        ``fast_dev_run`` (which swaps the loggers for a placeholder) ``<configured logger's root>/fast_dev_run``,
+        ``fast_dev_run`` (which swaps the loggers for a stand-in) ``<configured logger's root>/fast_dev_run``,
         else ``<default_root_dir>/fast_dev_run``. None otherwise: the report uses ``trainer.log_dir``."""
         if not self.trainer.fast_dev_run:
             return None

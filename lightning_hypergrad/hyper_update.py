@@ -147,5 +147,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, state
 def skip_warning(step: int, reason: str, skipped: int) -> HypergradientWarning:
     """The warning for a skipped hyperstep: when, why, and what to try (``reason`` carries cause and remedy)."""
     return HypergradientWarning(
-        f"Skipped the hyperstep at step {step}: {reason}. Hyperparameters are unchanged ({skipped} skipped so far)."
+        f"Skipped the hyperstep at step {step}: {reason.rstrip('.')}. Hyperparameters are unchanged "
+        f"({skipped} skipped so far)."
     )

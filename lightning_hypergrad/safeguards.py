@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lightning_hypergrad import contract, distributed
 from lightning_hypergrad.hypergradient import HypergradientResult, HypergradientWarning
-from lightning_hypergrad.solvers import ConjugateGradient, Exact, IHVPSolver, Neumann
+from lightning_hypergrad.solvers import IHVPSolver
 from lightning_hypergrad.solvers.base import SolveResult, SolveStatus
 
 
@@ -81,31 +81,8 @@ def skipped_result(weights: Sequence[Tensor], named: Sequence[tuple[str, Tensor]
 
 
 def solver_advice(solver: IHVPSolver, solve: SolveResult) -> str:
-    """What to change when ``solver``'s solve failed: the solver's own ``failure_advice`` where it has one."""
-    own = getattr(solver, "failure_advice", None)
-    if callable(own):
-        return str(own(solve))
-    if not bool(torch.isfinite(solve.residual_norm)):
-        return (
-            "its Hessian-vector products were not finite (an overflow; under 16-mixed the GradScaler lowers its "
-            "scale after overflows, so later hypersteps recover; otherwise check the losses and the transforms "
-            "of the hyperparameters, or use bf16-mixed)"
-        )
-    if solve.status is SolveStatus.NEGATIVE_CURVATURE or isinstance(solver, ConjugateGradient):
-        return (
-            "conjugate gradient needs a positive-definite Hessian: add damping (say damping=1e-3, solving with "
-            "H + μI), or use Neumann, whose truncated series tolerates mild negative curvature"
-        )
-    if isinstance(solver, Neumann) and solver.alpha == "auto":
-        return (
-            "alpha is already 'auto', so the series met negative curvature or non-finite products: add damping "
-            "(say damping=1e-3), use fewer iterations, or start hypersteps later (warmup_steps)"
-        )
-    if isinstance(solver, Neumann):
-        return f"alpha={solver.alpha} may exceed 2/λ_max(H): lower alpha or use alpha='auto'; consider damping"
-    if isinstance(solver, Exact):
-        return "the dense Hessian had non-finite entries: check the losses for NaN/inf; consider damping"
-    return "check the losses for NaN/inf; consider damping or max_hypergradient_norm"
+    """What to change when ``solver``'s solve failed: its own :meth:`~lightning_hypergrad.solvers.IHVPSolver.failure_advice`."""
+    return solver.failure_advice(solve)
 
 
 class StepGuard:
@@ -113,6 +90,11 @@ class StepGuard:
 
     ``Adam(eps=0)`` given an exact-zero hypergradient computes 0/0; a projection may write NaN. Either would
     reach the weights through the next training loss. :meth:`check` names the culprit and restores everything.
+
+    Args:
+        named: the ``(name, parameter)`` hyperparameters to snapshot.
+        optimizer: the hyper optimizer, whose ``state_dict`` is snapshotted.
+        scheduler: its learning-rate scheduler, or ``None``.
     """
 
     def __init__(self, named: Sequence[tuple[str, nn.Parameter]], optimizer: Any, scheduler: Any) -> None:

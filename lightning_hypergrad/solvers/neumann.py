@@ -147,15 +147,13 @@ class Neumann(IHVPSolver):
         if result.converged:
             return ""
         if self.alpha == "auto":
-            step = (
-                f"alpha='auto' (alpha={result.alpha:.3g} from {self.lanczos_steps} Lanczos steps): raise "
-                "lanczos_steps for a closer λ_max estimate"
-            )
+            chosen = "" if result.alpha is None else f"alpha={result.alpha:.3g} "
+            step = f"alpha='auto' ({chosen}from {self.lanczos_steps} Lanczos steps): raise lanczos_steps for a closer λ_max"
         else:
             step = f"alpha={self.alpha:g}, which must stay below 2/λ_max: lower alpha or use alpha='auto'"
         if result.status is SolveStatus.NON_FINITE:
             return (
-                f"NaN or inf appeared. If the losses are finite, the series overflowed with {step}. Otherwise "
+                f"NaN or inf appeared: if the losses are finite, the series overflowed with {step}. "
                 + super().failure_advice(result)
             )
         return f"The Neumann series diverged with {step}; where the Hessian has strong negative curvature pass damping > 0."
