@@ -39,11 +39,6 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(OptimizerCallable|LRSchedulerCallable|ArgsType|Granularity|Parametrization|LightningModule)"),
     (r"py:.*", r"(Trainer|Callback|LightningDataModule|LightningCLI|Dataset|DataLoader|Sampler|ReduceLROnPlateau)"),
     (r"py:.*", r"(nn\.Module|nn\.Parameter|LRScheduler|T_co|int|float|str|bool|None|dict|list|tuple|object)"),
-    # KNOWN GAPS in files this docs change may not edit; the lead fixes the docstrings and deletes these lines:
-    # callback.py's ``history`` attribute docstring has a colon in its first line, which napoleon reads as a type;
-    ("py:class", "One entry per hyperstep"),
-    ("py:class", "taken"),
-    ("py:class", "skipped"),
 ]
 
 autodoc_member_order = "bysource"

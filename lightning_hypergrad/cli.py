@@ -28,6 +28,10 @@ class HypergradCLI(LightningCLI):
     ``test_step``), and ``summary.json``, ``validation_loss.png`` and ``hyperparameters.png`` are written to the
     run's log directory (``--report.enabled false`` turns this off; under ``fast_dev_run``, its ``fast_dev_run``
     subdirectory, see :meth:`report_directory`). Under DDP every process evaluates; rank 0 writes.
+
+    Args:
+        args: the command line as a list of strings (``None``: ``sys.argv``), as for ``LightningCLI``.
+        run: run the subcommand (``False``: only parse and instantiate, for tests and benchmarks).
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True) -> None:
@@ -75,6 +79,7 @@ class HypergradCLI(LightningCLI):
             report.deferred_to_caller = True  # after_fit writes it, once every split has been evaluated
 
     def after_fit(self) -> None:
+        """Evaluate the final weights on every split and write the end-of-fit report (on every process)."""
         report = next((c for c in self.trainer.callbacks if isinstance(c, RunReport)), None)
         if report is None or not report.enabled or self.trainer.interrupted:
             return

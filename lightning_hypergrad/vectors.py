@@ -35,6 +35,7 @@ def cast_like(vector: Sequence[Tensor], like: Sequence[Tensor]) -> Vector:
 
 
 def zeros_like(vector: Sequence[Tensor]) -> Vector:
+    """A vector of zeros shaped, typed and placed like ``vector``."""
     return tuple(torch.zeros_like(part) for part in vector)
 
 
@@ -103,6 +104,7 @@ def scale_and_add_(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tenso
 
 
 def scale(a: Sequence[Tensor], factor: Tensor | float) -> Vector:
+    """factor * a, out of place."""
     return tuple(factor * x for x in a)
 
 

@@ -129,6 +129,7 @@ class ConjugateGradient(IHVPSolver):
         return super().failure_advice(result)
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
+        """Approximate ``H⁻¹ b`` as the class docstring describes; arguments as in :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve`."""
         target = vectors.to_working(b, copy=False)
         start = starting_point(hvp, target, initial)
         precondition, hvp_count, built_finite = self._preconditioner_for(hvp, start.residual)

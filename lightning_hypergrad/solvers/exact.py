@@ -48,6 +48,7 @@ class Exact(IHVPSolver):
             )
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
+        """Approximate ``H⁻¹ b`` as the class docstring describes; arguments as in :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve`."""
         check_initial(b, initial)
         target = vectors.to_working(b)
         size = sum(part.numel() for part in target)

@@ -45,6 +45,7 @@ class Identity(IHVPSolver):
         return solver
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
+        """Approximate ``H⁻¹ b`` as the class docstring describes; arguments as in :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve`."""
         target = vectors.to_working(b, copy=False)
         start = starting_point(hvp, target, initial)
         solution = vectors.add_scaled(start.point, self.alpha, start.residual)

@@ -159,6 +159,7 @@ class Neumann(IHVPSolver):
         return f"The Neumann series diverged with {step}; where the Hessian has strong negative curvature pass damping > 0."
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
+        """Approximate ``H⁻¹ b`` as the class docstring describes; arguments as in :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve`."""
         target = vectors.to_working(b, copy=False)
         start = starting_point(hvp, target, initial)
         if self.alpha != "auto":
