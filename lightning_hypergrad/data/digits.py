@@ -90,7 +90,7 @@ class DigitsDataModule(LightningDataModule):
     ``(seed, epoch)`` so resumed runs are exact. ``hyper_dataloader`` draws from the validation split.
 
     With ``label_noise > 0`` that share of the TRAINING labels is flipped to a wrong class (validation and test
-    stay clean); :attr:`flipped` marks them, and :attr:`clean_train_targets` keeps the true labels.
+    stay clean); its ``flipped`` attribute marks them, and ``clean_train_targets`` keeps the true labels.
 
     Args:
         batch_size: training batch size.

@@ -17,8 +17,8 @@ class ClassifierTask(BilevelLightningModule):
     """Cross-entropy classification; subclasses define ``training_loss`` and ``hyperparameters``.
 
     ``validation_loss`` is the cross-entropy on a validation batch; validation and test log loss and accuracy.
-    For reports, :meth:`hyperparameter_values` gives the hyperparameters in their meaningful units (subclasses
-    override it: decay coefficients, dropout rates, example weights) and :meth:`report_metrics` any extra
+    For reports, :meth:`~lightning_hypergrad.BilevelLightningModule.hyperparameter_values` gives the hyperparameters in their meaningful units (subclasses
+    override it: decay coefficients, dropout rates, example weights) and :meth:`~lightning_hypergrad.BilevelLightningModule.report_metrics` any extra
     task-specific numbers.
 
     Args:
