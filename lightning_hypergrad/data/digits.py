@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from lightning_hypergrad.checks import check_count
 from lightning_hypergrad.data.indexed import IndexedDataset
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
+from lightning_hypergrad.data.splits import shuffle_and_cut
 
 NUM_CLASSES = 10
 
@@ -40,29 +41,11 @@ class DigitsSplit:
 
 def split_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> DigitsSplit:
     """Shuffle the digits with ``seed`` and cut them into train / validation / test by the given fractions."""
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 < value < 1:
-            raise ValueError(f"{name}={value!r}: must lie strictly between 0 and 1.")
-    if val_fraction + test_fraction >= 1:
-        raise ValueError(
-            f"val_fraction + test_fraction = {val_fraction + test_fraction!r} leaves no training data; keep it below 1."
-        )
     images, labels = load_digits(return_X_y=True)
     inputs = torch.as_tensor(images, dtype=torch.float32) / 16.0
     targets = torch.as_tensor(labels, dtype=torch.int64)
-    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
-    inputs, targets = inputs[order], targets[order]
-    val_size, test_size = round(val_fraction * len(inputs)), round(test_fraction * len(inputs))
-    train_end = len(inputs) - val_size - test_size
-    val_end = train_end + val_size
-    return DigitsSplit(
-        inputs[:train_end],
-        targets[:train_end],
-        inputs[train_end:val_end],
-        targets[train_end:val_end],
-        inputs[val_end:],
-        targets[val_end:],
-    )
+    train, val, test = shuffle_and_cut(inputs, targets, val_fraction, test_fraction, seed)
+    return DigitsSplit(*train, *val, *test)
 
 
 def flip_labels(targets: Tensor, fraction: float, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_hypergrad.checks import check_choice, check_count
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
+from lightning_hypergrad.data.splits import shuffle_and_cut
 
 TabularName = Literal["breast_cancer", "wine", "iris"]
 LOADERS = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine, "iris": datasets.load_iris}
@@ -46,33 +47,23 @@ def split_tabular(
     constant feature keeps scale 1), so no statistic leaks from validation or test data into training.
     """
     check_choice("split_tabular", "name", name, tuple(LOADERS))
-    for argument, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 < value < 1:
-            raise ValueError(f"split_tabular({argument}={value!r}): must lie strictly between 0 and 1.")
-    if val_fraction + test_fraction >= 1:
-        raise ValueError(
-            f"split_tabular: val_fraction + test_fraction = {val_fraction + test_fraction!r} leaves no training "
-            "data; keep it below 1."
-        )
     features, labels = LOADERS[name](return_X_y=True)
     inputs = torch.as_tensor(features, dtype=torch.float32)
     targets = torch.as_tensor(labels, dtype=torch.int64)
-    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
-    inputs, targets = inputs[order], targets[order]
-    val_size, test_size = round(val_fraction * len(inputs)), round(test_fraction * len(inputs))
-    train_end = len(inputs) - val_size - test_size
-    val_end = train_end + val_size
-    mean = inputs[:train_end].mean(0)
-    scale = inputs[:train_end].std(0)
+    (train_inputs, train_targets), val, test = shuffle_and_cut(
+        inputs, targets, val_fraction, test_fraction, seed, owner="split_tabular"
+    )
+    mean = train_inputs.mean(0)
+    scale = train_inputs.std(0)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    inputs = (inputs - mean) / scale
+
+    def standardised(split: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return (split[0] - mean) / scale, split[1]
+
     return TabularSplit(
-        inputs[:train_end],
-        targets[:train_end],
-        inputs[train_end:val_end],
-        targets[train_end:val_end],
-        inputs[val_end:],
-        targets[val_end:],
+        *standardised((train_inputs, train_targets)),
+        *standardised(val),
+        *standardised(test),
         num_classes=int(targets.max()) + 1,
     )
 
