@@ -113,8 +113,10 @@ def trajectory(model: Any) -> str:
     if hyper is None or len(hyper.history) < 8:
         return ""
     # A scalar's value, a tensor's mean (meaningless for example weights, whose mean log-weight is held at 0).
-    key = next(k for k in hyper.history[-1] if k.startswith("hparam/") and not k.endswith(("/std", "/min", "/max")))
-    values = torch.tensor([entry[key] for entry in hyper.history if key in entry])
+    name = next(iter(hyper.history[-1]["hyperparameters"]))
+    statistic = "value" if "value" in hyper.history[-1]["hyperparameters"][name] else "mean"
+    key = f"hparam/{name}" if statistic == "value" else f"hparam/{name}/mean"
+    values = torch.tensor([entry["hyperparameters"][name][statistic] for entry in hyper.history])
     total = float((values[-1] - values[0]).abs()) or float("nan")
     late = float((values[-1] - values[3 * len(values) // 4]).abs())
     falls = float((values.diff() < 0).float().mean())
