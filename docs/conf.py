@@ -36,7 +36,10 @@ EXTERNAL = r"(torch|lightning|lightning_utilities|typing|typing_extensions|colle
 nitpick_ignore_regex = [
     (r"py:.*", EXTERNAL),
     (r"py:.*", r"(Tensor|Vector|HVP|Path|Module|Optimizer|Callable|Sequence|Iterable|Iterator|Mapping|Any|Literal)"),
-    (r"py:.*", r"(OptimizerCallable|LRSchedulerCallable|ArgsType|Granularity|FeatureGranularity|Parametrization|LightningModule)"),
+    (
+        r"py:.*",
+        r"(OptimizerCallable|LRSchedulerCallable|ArgsType|Granularity|FeatureGranularity|Parametrization|LightningModule)",
+    ),
     (r"py:.*", r"(Trainer|Callback|LightningDataModule|LightningCLI|Dataset|DataLoader|Sampler|ReduceLROnPlateau)"),
     (r"py:.*", r"(nn\.Module|nn\.Parameter|LRScheduler|T_co|int|float|str|bool|None|dict|list|tuple|object)"),
 ]
