@@ -19,27 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from lightning_hypergrad.cli import HypergradCLI  # noqa: E402
 from lightning_hypergrad.data import split_digits  # noqa: E402
-
-PENALTY = 1e-3  # the fresh classifier's ridge, as the config's weight_decay
-
-
-def fresh_classifier_accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy on the real test split of a logistic regression trained to convergence on ``images`` only."""
-    torch.manual_seed(0)
-    classifier = torch.nn.Linear(images.shape[1], 10)
-    optimizer = torch.optim.LBFGS(classifier.parameters(), max_iter=500)  # a full-batch convex fit
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        penalty = 0.5 * PENALTY * sum(p.pow(2).sum() for p in classifier.parameters())
-        loss = torch.nn.functional.cross_entropy(classifier(images), labels) + penalty
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    split = split_digits()
-    with torch.no_grad():
-        return float((classifier(split.test_inputs).argmax(1) == split.test_targets).float().mean())
+from lightning_hypergrad.tasks.distillation import fresh_classifier_accuracy  # noqa: E402
 
 
 def main() -> None:
@@ -62,9 +42,12 @@ def main() -> None:
     cli.trainer.fit(cli.model, cli.datamodule)
     images, labels = (tensor.detach() for tensor in cli.model.distilled())
     split = split_digits()
+    test = (split.test_inputs, split.test_targets)
     first_of_each_class = torch.stack([torch.nonzero(split.train_targets == c)[0, 0] for c in range(10)])
-    real = fresh_classifier_accuracy(split.train_inputs[first_of_each_class], split.train_targets[first_of_each_class])
-    distilled = fresh_classifier_accuracy(images, labels)
+    real = fresh_classifier_accuracy(
+        split.train_inputs[first_of_each_class], split.train_targets[first_of_each_class], *test
+    )
+    distilled = fresh_classifier_accuracy(images, labels, *test)
     print(f"{config.name}, {arguments.epochs} epochs; a fresh logistic regression on the real test digits:")
     print(f"  trained on the 10 distilled images: {distilled:.1%}")
     print(f"  trained on 10 real images (the first of each class): {real:.1%}")

@@ -9,26 +9,8 @@ from lightning_hypergrad import HypergradientCallback
 from lightning_hypergrad.data import split_digits
 from lightning_hypergrad.solvers import ConjugateGradient
 from lightning_hypergrad.tasks import DistillationClassifier
+from lightning_hypergrad.tasks.distillation import fresh_classifier_accuracy
 from tests.lightning_helpers import digits, make_trainer
-
-
-def fresh_logistic_regression_accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Train a new logistic regression to convergence on (images, labels) only; its accuracy on the real test split."""
-    torch.manual_seed(0)
-    classifier = torch.nn.Linear(64, 10)
-    optimizer = torch.optim.LBFGS(classifier.parameters(), max_iter=500)
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        penalty = 0.5e-3 * sum(p.pow(2).sum() for p in classifier.parameters())
-        loss = torch.nn.functional.cross_entropy(classifier(images), labels) + penalty
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    split = split_digits()
-    with torch.no_grad():
-        return float((classifier(split.test_inputs).argmax(1) == split.test_targets).float().mean())
 
 
 def test_distilled_images_beat_one_real_image_per_class() -> None:
@@ -44,9 +26,10 @@ def test_distilled_images_beat_one_real_image_per_class() -> None:
     assert callback.taken > 50 and callback.skipped == 0
     images, labels = (tensor.detach() for tensor in model.distilled())
     split = split_digits()
+    test = (split.test_inputs, split.test_targets)
     first_of_each_class = torch.stack([torch.nonzero(split.train_targets == c)[0, 0] for c in range(10)])
-    real = fresh_logistic_regression_accuracy(
-        split.train_inputs[first_of_each_class], split.train_targets[first_of_each_class]
+    real = fresh_classifier_accuracy(
+        split.train_inputs[first_of_each_class], split.train_targets[first_of_each_class], *test
     )
-    distilled = fresh_logistic_regression_accuracy(images, labels)
+    distilled = fresh_classifier_accuracy(images, labels, *test)
     assert distilled > real + 0.1, (distilled, real)
