@@ -160,11 +160,12 @@ class HypergradientCallback(Callback):
         hypergradients, failed = distributed.agree_on_hypergradients(result.hypergradients, failed, self.sync)
         norm = vectors.norm(hypergradients)
         reason = self._loss_problem or hyper_update.skip_reason(result, norm, failed, self.solver)
+        named = module.named_hyperparameters()
         if reason is None:
             clipped = hyper_update.clip_to_norm(hypergradients, norm, self.max_hypergradient_norm)
             self.last_applied_hypergradients = [gradient.detach().clone() for gradient in clipped]
             options = (self.hyper_optimizer, self.hyper_lr_scheduler, self._last_validation_loss, self.check_sync)
-            reason = hyper_update.apply_hypergradients(module, clipped, *options)
+            reason = hyper_update.apply_hypergradients(module, clipped, *options, named=named)
         if reason is None:
             averaging.keep_hyperparameters_out_of_averages(trainer, module)
             if self.warm_start:
@@ -175,7 +176,7 @@ class HypergradientCallback(Callback):
             self.skipped += 1
             self.warm_start_solution = None  # a start from a failed hyperstep would fail the same way
             rank_zero_warn(hyper_update.skip_warning(trainer.global_step, reason, self.skipped))
-        self._record(trainer, module, result, norm, reason is None, learning_rate)
+        self._record(trainer, named, result, norm, reason is None, learning_rate)
         return reason is None
 
     def compute_hypergradient(
@@ -235,9 +236,9 @@ class HypergradientCallback(Callback):
         self.batches.load_state_dict(state_dict)
         self._pending_state = dict(state_dict)  # the optimizers' state applies once they exist (on_fit_start)
 
-    def _record(self, trainer: Trainer, module: Any, result: Any, norm: Tensor, applied: bool, rate: Any) -> None:
+    def _record(self, trainer: Trainer, named: Any, result: Any, norm: Tensor, applied: bool, rate: Any) -> None:
         counts = {"taken": self.taken, "skipped": self.skipped, "learning_rate": rate}
-        named, loss = module.named_hyperparameters(), self._last_validation_loss
+        loss = self._last_validation_loss
         record = metrics.hyperstep_record(result, named, trainer.global_step, applied, float(norm), loss, **counts)
-        metrics.log_hyperstep(trainer, module, record)
+        metrics.log_hyperstep(trainer, record)
         metrics.append_bounded(self.history, metrics.as_history_entry(record), HISTORY_LIMIT)

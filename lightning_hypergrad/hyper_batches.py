@@ -8,6 +8,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 
 from lightning_hypergrad import distributed, internals
+from lightning_hypergrad.data.batch_indexing import batch_indexing
 from lightning_hypergrad.data.cycling import CyclingLoader
 
 
@@ -16,7 +17,8 @@ class HyperBatches:
 
     :meth:`start` finds the loaders (see :func:`hyper_loader` and :func:`fresh_train_loader`), shards each
     across processes (:func:`~lightning_hypergrad.distributed.shard_loader`) and cycles it endlessly
-    (:class:`~lightning_hypergrad.data.cycling.CyclingLoader`). Batches come out as Lightning's own loops hand
+    (:class:`~lightning_hypergrad.data.cycling.CyclingLoader`), indexing whole batches of a tensor dataset at once
+    where that gives the loader's exact batches (:func:`~lightning_hypergrad.data.batch_indexing.batch_indexing`). Batches come out as Lightning's own loops hand
     them to the module: through ``trainer.precision_plugin.convert_input`` (float64 under ``64-true``,
     bfloat16 under ``bf16-true``) and then ``trainer.strategy.batch_to_device`` (which runs the module's batch
     transfer hooks). :meth:`state_dict` records how many batches each stream handed out; after a resume
@@ -38,10 +40,11 @@ class HyperBatches:
         """Open the streams (at the start of training), at the position a loaded state recorded."""
         shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
         loader = hyper_loader(trainer, module, self.validation_dataloader)
-        self.hyper = CyclingLoader(distributed.shard_loader(loader, **shard))
+        self.hyper = CyclingLoader(batch_indexing(distributed.shard_loader(loader, **shard)))
         self.hyper.skip_to(self._resume_at.get("hyper_batches_drawn", 0))
         if self.fresh_train:
-            self.train = CyclingLoader(distributed.shard_loader(fresh_train_loader(trainer, module), **shard))
+            train = distributed.shard_loader(fresh_train_loader(trainer, module), **shard)
+            self.train = CyclingLoader(batch_indexing(train))
             self.train.skip_to(self._resume_at.get("train_batches_drawn", 0))
         self._resume_at = {}
 

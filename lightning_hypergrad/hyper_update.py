@@ -110,15 +110,17 @@ def apply_hypergradients(
     scheduler: Any,
     validation_loss: float | None = None,
     check_sync: bool = False,
+    named: Sequence[tuple[str, torch.nn.Parameter]] | None = None,
 ) -> str | None:
     """One hyper-optimizer step along ``hypergradients``, one scheduler step, then the module's projection.
 
     Returns None, or why the step was undone: when the optimizer's step or the projection leaves a non-finite
     hyperparameter, λ and the optimizer's and scheduler's states are restored
     (:class:`~lightning_hypergrad.safeguards.StepGuard`). ``check_sync`` then verifies that all processes hold
-    the same hyperparameters (:func:`~lightning_hypergrad.distributed.check_identical`).
+    the same hyperparameters (:func:`~lightning_hypergrad.distributed.check_identical`). ``named``: the
+    module's ``named_hyperparameters()`` when the caller already has them.
     """
-    named = module.named_hyperparameters()
+    named = module.named_hyperparameters() if named is None else named
     guard = safeguards.StepGuard(named, optimizer, scheduler)
     for (_, parameter), gradient in zip(named, hypergradients):
         parameter.grad = gradient.to(parameter.dtype)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
@@ -149,15 +149,24 @@ def append_bounded(history: list[dict[str, Any]], entry: dict[str, Any], limit: 
         history[:] = history[::-1][::2][::-1]
 
 
-def log_hyperstep(trainer: Trainer, module: LightningModule, record: HyperstepRecord) -> None:
-    """Send the record to the Trainer's loggers (rank 0) and its headline values to the progress bar."""
+def log_hyperstep(trainer: Trainer, record: HyperstepRecord) -> None:
+    """Send the record to the Trainer's loggers (rank 0) and its headline values to the progress bar.
+
+    The headline values go straight into ``trainer.progress_bar_metrics`` and ``trainer.callback_metrics`` (so
+    ``ModelCheckpoint``/``EarlyStopping`` can monitor them), the dictionaries those properties return and
+    Lightning's own logging fills. ``LightningModule.log`` would do the same at about 0.5 ms per value on a CPU
+    (it re-walks its result collection each call): a third of a small model's hyperstep overhead.
+    """
     _log_to_loggers(trainer, record.logged())
-    module.log_dict(record.progress_bar(), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+    shown = record.progress_bar()
+    trainer.progress_bar_metrics.update(shown)
+    trainer.callback_metrics.update({name: torch.tensor(value) for name, value in shown.items()})
 
 
 def as_history_entry(record: HyperstepRecord) -> dict[str, Any]:
     """The plain-dict form kept in ``HypergradientCallback.history`` and its checkpoints."""
-    return asdict(record)
+    # Shallow, unlike dataclasses.asdict: the record's dictionaries are built afresh for it and never changed.
+    return {field.name: getattr(record, field.name) for field in fields(record)}
 
 
 @rank_zero_only
