@@ -9,7 +9,11 @@ Loggers, checkpoints, progress bars and the end-of-fit report are off in every r
 Variants of the default config measure the levers: how often λ_max is re-estimated (``lanczos_every``), how
 often to hyperstep (``every_n_steps``), series length, and ``Identity`` (no Hessian products at all: what
 remains is the per-hyperstep Python and gradient overhead).
+``--seeds`` adds a quality pass: every variant fitted once per seed (``seed_everything`` and the data split),
+printing mean validation and test loss and the mean paired difference to the first tuned variant with its
+standard error, since one seed's validation loss moves by more than the differences between variants.
 Run: python benchmarks/fit_overhead.py [--repeats 3] [--configs configs/digits_weight_decay.yaml ...] [--no-variants]
+[--seeds 0 1 2 3 4 5 6 7 8 9]
 (``--no-variants`` also runs against older versions of the package, whose solvers lack ``lanczos_every``.)
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import tempfile
 import time
@@ -79,11 +84,14 @@ def variants(config: dict, default: bool) -> dict[str, dict | None]:
     return found
 
 
-def run(config: dict | None, base: dict, directory: Path) -> tuple[float, float, float]:
-    """Fit once; returns wall and CPU seconds of ``trainer.fit`` and the validation loss of the final weights."""
+def run(config: dict | None, base: dict, directory: Path, seed: int | None = None) -> tuple[float, float, float, float]:
+    """Fit once; returns wall and CPU seconds of ``trainer.fit`` and the validation and test loss of the final
+    weights. ``seed`` replaces the config's ``seed_everything`` and the data module's split seed."""
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(base if config is None else config))
     extra = ["--trainer.callbacks=[]"] if config is None else []
+    if seed is not None:
+        extra += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
     # The run directory holds what the CLI writes (its saved config), so nothing lands in the working directory.
     cli = HypergradCLI(
         args=["--config", str(path), f"--trainer.default_root_dir={directory}", *QUIET, *extra], run=False
@@ -91,8 +99,11 @@ def run(config: dict | None, base: dict, directory: Path) -> tuple[float, float,
     start, start_cpu = time.perf_counter(), time.process_time()
     cli.trainer.fit(cli.model, cli.datamodule)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-    results = cli.trainer.test(cli.model, dataloaders=cli.datamodule.val_dataloader(), verbose=False)
-    return seconds, cpu_seconds, float(results[0]["test_loss"])
+    losses = [
+        float(cli.trainer.test(cli.model, dataloaders=loader, verbose=False)[0]["test_loss"])
+        for loader in (cli.datamodule.val_dataloader(), cli.datamodule.test_dataloader())
+    ]
+    return seconds, cpu_seconds, *losses
 
 
 def main() -> None:
@@ -100,6 +111,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--no-variants", action="store_true", help="only the plain and the configured fit")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[], help="also fit every variant once per seed")
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     for index, name in enumerate(arguments.configs):
@@ -113,7 +125,7 @@ def main() -> None:
                 run(config, base, Path(directory))
             for _ in range(arguments.repeats):
                 for case, config in cases.items():
-                    seconds, cpu_seconds, loss = run(config, base, Path(directory))
+                    seconds, cpu_seconds, loss, _ = run(config, base, Path(directory))
                     times[case].append(seconds)
                     cpu_times[case].append(cpu_seconds)
                     losses[case].append(loss)
@@ -132,6 +144,29 @@ def main() -> None:
                 f"{case:<58} {ratio:15.2f} {low:5.2f}–{high:<5.2f} {cpu_ratio:14.2f} "
                 f"{statistics.median(losses[case]):16.4f}"
             )
+        if arguments.seeds:
+            quality_over_seeds(cases, base, arguments.seeds)
+
+
+def quality_over_seeds(cases: dict[str, dict | None], base: dict, seeds: list[int]) -> None:
+    """Mean validation and test loss over ``seeds``, and each variant's mean paired difference to the first
+    tuned variant (± its standard error)."""
+    found: dict[str, list[tuple[float, float]]] = {case: [] for case in cases}
+    with tempfile.TemporaryDirectory() as directory:
+        for seed in seeds:
+            for case, config in cases.items():
+                found[case].append(run(config, base, Path(directory), seed)[2:])
+    reference = list(cases)[1]
+    print(f"\nover seeds {seeds}: mean loss; paired difference to '{reference}' (mean ± standard error)")
+    print(f"{'variant':<58} {'validation':>10} {'test':>8} {'Δ validation':>18} {'Δ test':>18}")
+    for case, pairs in found.items():
+        columns = []
+        for index in (0, 1):
+            differences = [mine[index] - theirs[index] for mine, theirs in zip(pairs, found[reference])]
+            error = statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else math.nan
+            columns.append(f"{statistics.mean(differences):+9.4f} ± {error:.4f}")
+        means = [statistics.mean(pair[index] for pair in pairs) for index in (0, 1)]
+        print(f"{case:<58} {means[0]:10.4f} {means[1]:8.4f} {columns[0]:>18} {columns[1]:>18}")
 
 
 if __name__ == "__main__":

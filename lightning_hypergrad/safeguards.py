@@ -105,7 +105,8 @@ class StepGuard:
 
     def check(self, after: str) -> str | None:
         """None if every hyperparameter is finite; else restore the snapshot and return the reason."""
-        bad = [name for name, parameter in self.named if not bool(torch.isfinite(parameter.detach()).all())]
+        finite = torch.stack([torch.isfinite(parameter.detach()).all() for _, parameter in self.named]).tolist()
+        bad = [name for (name, _), ok in zip(self.named, finite) if not ok]  # one host sync for all of them
         if not bad:
             return None
         with torch.no_grad():
