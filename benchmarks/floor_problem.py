@@ -85,3 +85,24 @@ class FloorProblem:
             for running, part in zip(total, term):
                 running.add_(part, alpha=alpha)
         torch.autograd.grad(gradient, self.log_decays, total)
+
+    def bare_conjugate_gradient(self, products: int) -> None:
+        """Conjugate gradient written directly in autograd (x, r, p updated in place, no checks), for comparison."""
+        vector = torch.autograd.grad(self.val_loss(), self.weights)
+        gradient = torch.autograd.grad(self.train_loss(), self.weights, create_graph=True)
+        solution = [torch.zeros_like(part) for part in vector]
+        residual, direction = list(vector), [part.clone() for part in vector]
+        del vector
+        squared = sum(torch.dot(part.view(-1), part.view(-1)) for part in residual)
+        for _ in range(products):
+            product = torch.autograd.grad(gradient, self.weights, direction, retain_graph=True)
+            step = squared / sum(torch.dot(p.view(-1), q.view(-1)) for p, q in zip(direction, product))
+            for x, r, p, q in zip(solution, residual, direction, product):
+                x.addcmul_(p, step)
+                r.addcmul_(q, -step)
+            del product
+            new_squared = sum(torch.dot(part.view(-1), part.view(-1)) for part in residual)
+            for p, r in zip(direction, residual):
+                torch.addcmul(r, p, new_squared / squared, out=p)
+            squared = new_squared
+        torch.autograd.grad(gradient, self.log_decays, solution)

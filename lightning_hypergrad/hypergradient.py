@@ -214,7 +214,7 @@ def _combine(direct: Vector, mixed: Vector, solution: Vector, hparams: Vector) -
     """
     return tuple(
         (
-            mixed_part.neg_().add_(direct_part)
+            torch.sub(direct_part, mixed_part, out=mixed_part)  # one pass; elementwise, so writing over it is safe
             if keep and mixed_part.dtype == torch.promote_types(direct_part.dtype, mixed_part.dtype)
             else direct_part - mixed_part
         ).to(hparam.dtype)

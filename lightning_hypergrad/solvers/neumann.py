@@ -245,11 +245,10 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
         term = vectors.subtract_scaled_into(term, alpha, product)  # t_{j+1} = t_j − α H t_j, in the product's buffer
         del product
         vectors.add_scaled_(solution, alpha, term)
-        if step & (step + 1) == 0:
-            size = vectors.norm(term)
-            grew_early |= torch.isfinite(size) & (size > max_growth * initial_norm)
+        if step & (step + 1) == 0 or step == iterations - 1:  # the last one is the residual: one pass for both
+            residual_norm = vectors.norm(term)
+            grew_early |= torch.isfinite(residual_norm) & (residual_norm > max_growth * initial_norm)
 
-    residual_norm = vectors.norm(term)
     # NaN or inf in any term stays in every later one (t_{j+1} = t_j − α H t_j), so the last term's norm tells;
     # the sum's norm (one pass, not four as an elementwise check) catches an overflow of α Σ t_j itself.
     finite = torch.isfinite(residual_norm) & torch.isfinite(vectors.norm(solution))
