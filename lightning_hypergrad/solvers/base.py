@@ -21,8 +21,9 @@ from lightning_hypergrad.vectors import Vector
 HVP = Callable[[Vector], Sequence[Tensor]]
 """A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike.
 
-It should return fresh tensors (as ``torch.autograd.grad`` does): solvers may write over them to save memory.
-A returned tensor that shares memory with the input vector is detected and left alone."""
+It should return fresh tensors (as ``torch.autograd.grad`` does): solvers write over them to save memory. A
+returned tensor that shares memory with the input vector or with another part, or that is an expanded view, is
+detected and copied first (:func:`~lightning_hypergrad.vectors.writable`)."""
 
 
 class SolveStatus(str, enum.Enum):
