@@ -52,11 +52,22 @@ class FloorProblem:
         inputs, targets = self.val_batch
         return torch.nn.functional.cross_entropy(self.logits(inputs, weights), targets)
 
-    def floor(self, products: int) -> None:
+    def floor(
+        self, products: int, train_loss: torch.Tensor | None = None, val_loss: torch.Tensor | None = None
+    ) -> None:
         """The least any implicit hypergradient must do: v = ∂L_V/∂w, g = ∂L_T/∂w with its graph, ``products``
-        Hessian-vector products through it, and one mixed product ∂(gᵀp)/∂λ, in bare autograd."""
-        vector = torch.autograd.grad(self.val_loss(), self.weights)
-        gradient = torch.autograd.grad(self.train_loss(), self.weights, create_graph=True)
+        Hessian-vector products through it, and one mixed product ∂(gᵀp)/∂λ, in bare autograd.
+
+        Without losses it builds its own and drops them as soon as it can (their forward graphs outside g's
+        graph are freed early); with the caller's losses, whose graphs the caller keeps, it is the floor of any
+        function that takes loss tensors, as ``hypergradient`` does."""
+        held = train_loss is not None
+        val_loss = self.val_loss() if val_loss is None else val_loss
+        vector = torch.autograd.grad(val_loss, self.weights, retain_graph=held)
+        del val_loss
+        train_loss = self.train_loss() if train_loss is None else train_loss
+        gradient = torch.autograd.grad(train_loss, self.weights, create_graph=True)
+        del train_loss
         for _ in range(products):
             vector = torch.autograd.grad(gradient, self.weights, vector, retain_graph=True)
         torch.autograd.grad(gradient, self.log_decays, vector)
@@ -74,3 +85,24 @@ class FloorProblem:
             for running, part in zip(total, term):
                 running.add_(part, alpha=alpha)
         torch.autograd.grad(gradient, self.log_decays, total)
+
+    def bare_conjugate_gradient(self, products: int) -> None:
+        """Conjugate gradient written directly in autograd (x, r, p updated in place, no checks), for comparison."""
+        vector = torch.autograd.grad(self.val_loss(), self.weights)
+        gradient = torch.autograd.grad(self.train_loss(), self.weights, create_graph=True)
+        solution = [torch.zeros_like(part) for part in vector]
+        residual, direction = list(vector), [part.clone() for part in vector]
+        del vector
+        squared = sum(torch.dot(part.view(-1), part.view(-1)) for part in residual)
+        for _ in range(products):
+            product = torch.autograd.grad(gradient, self.weights, direction, retain_graph=True)
+            step = squared / sum(torch.dot(p.view(-1), q.view(-1)) for p, q in zip(direction, product))
+            for x, r, p, q in zip(solution, residual, direction, product):
+                x.addcmul_(p, step)
+                r.addcmul_(q, -step)
+            del product
+            new_squared = sum(torch.dot(part.view(-1), part.view(-1)) for part in residual)
+            for p, r in zip(direction, residual):
+                torch.addcmul(r, p, new_squared / squared, out=p)
+            squared = new_squared
+        torch.autograd.grad(gradient, self.log_decays, solution)

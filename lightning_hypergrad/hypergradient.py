@@ -11,7 +11,7 @@ from torch import Tensor
 
 from lightning_hypergrad import vectors
 from lightning_hypergrad.checks import check_non_negative, check_positive
-from lightning_hypergrad.solvers.base import IHVPSolver, SolveResult
+from lightning_hypergrad.solvers.base import Donated, IHVPSolver, SolveResult
 from lightning_hypergrad.solvers.neumann import Neumann
 from lightning_hypergrad.vectors import Vector
 
@@ -102,8 +102,10 @@ def hypergradient(
         >>> hypergradient(train_loss, val_loss, [w], [decay], Exact())        # dL_V/dλ = 2(w − 3) · dw/dλ = −4 · −½
         (tensor([2.], dtype=torch.float64),)
     """
+    losses = [train_loss, val_loss]
+    del train_loss, val_loss  # handed over below, so that this frame does not keep their graphs through the solve
     result = hypergradient_with_solve(
-        train_loss, val_loss, params, hparams, solver, damping=damping, loss_scale=loss_scale, average=average
+        losses.pop(0), losses.pop(0), params, hparams, solver, damping=damping, loss_scale=loss_scale, average=average
     )
     if not result.solve.converged:
         used = solver or Neumann()
@@ -136,6 +138,12 @@ def hypergradient_with_solve(
             ``result.solve.solution``); ``None`` starts from zero.
 
     A failed solve (``result.solve.converged`` false) contributes a zero implicit term.
+
+    Memory: above the two graphs, the products and the mixed term need nothing a solver does not (Neumann its
+    running sum, conjugate gradient its iterate and residual, see ``benchmarks/hypergradient_memory.py``): v is
+    handed to the solver, which frees it after its first product. This function drops its references to the
+    losses once differentiated, so a caller who passes them without keeping them lets go of whatever part of
+    their graphs the training gradient's graph does not use.
     """
     params, hparams = _check_inputs(train_loss, val_loss, params, hparams, solver)
     damping = check_non_negative("damping", damping)
@@ -147,70 +155,78 @@ def hypergradient_with_solve(
         return tuple(average(vector)) if average is not None else tuple(vector)
 
     # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass (and one average).
-    validation_gradients = reduce(_unscaled(_gradients(val_loss * loss_scale, params + hparams), unscale))
-    validation_gradient, direct = validation_gradients[: len(params)], validation_gradients[len(params) :]
+    validation_gradients = reduce(_gradients(val_loss * loss_scale, params + hparams, unscale=unscale))
+    direct = validation_gradients[len(params) :]
+    # v is handed to the solver, which frees it once used (this function keeps no reference).
+    validation_gradient = Donated(validation_gradients[: len(params)])
+    del validation_gradients
 
     # g = S ∂L_T/∂w with its own graph, built once: the Hessian and mixed products below all differentiate it.
-    train_gradient = _gradients(train_loss * loss_scale, params, create_graph=True)
-    differentiable = [index for index, part in enumerate(train_gradient) if part.requires_grad]
-    gradient_outputs = [train_gradient[index] for index in differentiable]
-    train_gradient_norm = vectors.norm([part.detach() for part in train_gradient]) * unscale
-
-    def vector_product(vector: Sequence[Tensor], inputs: Vector) -> Vector:
-        """∂(gᵀv)/∂inputs / S by one reverse pass through g's graph, averaged across processes if asked."""
-        if not gradient_outputs:
-            return reduce(vectors.zeros_like(inputs))
-        grad_outputs = [vector[index].to(train_gradient[index].dtype) for index in differentiable]
-        products = torch.autograd.grad(
-            gradient_outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True, materialize_grads=True
-        )
-        return reduce(_unscaled(vectors.to_working(products, copy=False), unscale))
+    train_gradient = _TrainGradient(_gradients(train_loss * loss_scale, params, create_graph=True), unscale, reduce)
+    # Parts of the losses' graphs that g's graph does not need are freed now, unless the caller keeps the losses.
+    del train_loss, val_loss
 
     def hessian_vector_product(vector: Vector) -> Vector:
-        product = vector_product(vector, params)
-        return vectors.add_scaled(product, damping, vector) if damping else product
+        product = train_gradient.product(vector, params)
+        return vectors.add_scaled_(vectors.owned(product, avoid=vector), damping, vector) if damping else product
 
     # x ≈ (H + μI)⁻¹ v (H is symmetric, so vᵀH⁻¹ = xᵀ).
     solve = solver.solve(hessian_vector_product, validation_gradient, initial)
-    del validation_gradient, validation_gradients  # v is not needed any more: free it before the mixed product
-
+    del validation_gradient  # emptied by the library's solvers; another solver may have left v in it
     # dL_V/dλ = ∂L_V/∂λ − (∂²L_T/∂w∂λ)ᵀ x, the mixed term being ∂(gᵀx)/∂λ.
     if solve.converged:
-        mixed = vector_product(solve.solution, hparams)
+        mixed = train_gradient.product(solve.solution, hparams)
     else:
         mixed = vectors.zeros_like(direct)
-    return HypergradientResult(_combine(direct, mixed, solve.solution, hparams), direct, solve, train_gradient_norm)
+    hypergradients = _combine(direct, mixed, solve.solution, hparams)
+    return HypergradientResult(hypergradients, direct, solve, train_gradient.norm)
+
+
+class _TrainGradient:
+    """``g = S ∂L_T/∂w`` with its graph, and the products ``∂(gᵀv)/∂inputs / S`` through that graph."""
+
+    def __init__(self, gradient: Vector, unscale: float, reduce: Callable[[Sequence[Tensor]], Vector]) -> None:
+        self.gradient, self.unscale, self.reduce = gradient, unscale, reduce
+        self.differentiable = [index for index, part in enumerate(gradient) if part.requires_grad]
+        self.outputs = [gradient[index] for index in self.differentiable]
+        self.norm = vectors.norm([part.detach() for part in gradient]) * unscale  # ‖∂L_T/∂w‖
+
+    def product(self, vector: Sequence[Tensor], inputs: Vector) -> Vector:
+        """One reverse pass through g's graph, averaged across processes if asked; the caller owns the result."""
+        if not self.outputs:
+            return self.reduce(vectors.zeros_like(inputs))
+        grad_outputs = [vector[index].to(self.gradient[index].dtype) for index in self.differentiable]
+        products = torch.autograd.grad(
+            self.outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True, materialize_grads=True
+        )
+        del grad_outputs  # a half-precision cast of v: free it before the average and the unscale
+        products = vectors.to_working(products, copy=False)
+        if self.unscale != 1.0:
+            products = vectors.scale_(vectors.owned(products, avoid=vector), self.unscale)
+        return self.reduce(products)
 
 
 def _combine(direct: Vector, mixed: Vector, solution: Vector, hparams: Vector) -> tuple[Tensor, ...]:
-    """``direct − mixed`` per hyperparameter, in its dtype."""
-    taken = {part.untyped_storage().data_ptr() for part in solution}
+    """``direct − mixed`` per hyperparameter, in its dtype.
+
+    Written over ``mixed`` (a fresh product, so no weight-sized copy) where that is safe: autograd may hand back
+    a tensor it was given (an identity-like mixed term returns x itself) or an expanded view.
+    """
     return tuple(
-        _subtract(direct_part, mixed_part, taken).to(hparam.dtype)
-        for direct_part, mixed_part, hparam in zip(direct, mixed, hparams)
+        (
+            torch.sub(direct_part, mixed_part, out=mixed_part)  # one pass; elementwise, so writing over it is safe
+            if keep and mixed_part.dtype == torch.promote_types(direct_part.dtype, mixed_part.dtype)
+            else direct_part - mixed_part
+        ).to(hparam.dtype)
+        for direct_part, mixed_part, hparam, keep in zip(direct, mixed, hparams, vectors.writable(mixed, solution))
     )
 
 
-def _subtract(direct: Tensor, mixed: Tensor, taken: set[int]) -> Tensor:
-    """``direct − mixed``, written over ``mixed`` (a fresh product, so no weight-sized copy) where that is safe.
-
-    Autograd may hand back a tensor it was given (an identity-like mixed term returns x itself), so a product
-    sharing storage with the solution is left alone and the difference is a new tensor.
-    """
-    if mixed.untyped_storage().data_ptr() in taken or mixed.dtype != torch.promote_types(direct.dtype, mixed.dtype):
-        return direct - mixed
-    return mixed.neg_().add_(direct)
-
-
-def _unscaled(vector: Vector, unscale: float) -> Vector:
-    """``vector * unscale`` (out of place: autograd may hand back a tensor it also holds), skipped for 1."""
-    return vector if unscale == 1.0 else vectors.scale(vector, unscale)
-
-
-def _gradients(loss: Tensor, inputs: Vector, create_graph: bool = False) -> Vector:
+def _gradients(loss: Tensor, inputs: Vector, create_graph: bool = False, unscale: float = 1.0) -> Vector:
     """∂loss/∂inputs with zeros for inputs the loss does not reach; direct gradients come out in working precision.
 
-    Without ``create_graph``, an input the loss does not reach gets a broadcast view of one zero (no memory).
+    Without ``create_graph``, each gradient is multiplied by ``unscale`` (out of place: autograd may hand back a
+    tensor it also holds) and an input the loss does not reach gets a broadcast view of one zero (no memory).
 
     ``retain_graph`` is always on: the caller's graphs may share nodes (say, a transform of λ used by both
     losses), and freeing them here would break the caller's later backward passes.
@@ -229,11 +245,16 @@ def _gradients(loss: Tensor, inputs: Vector, create_graph: bool = False) -> Vect
         else [None] * len(inputs)
     )
     return tuple(
-        gradient.detach().to(vectors.working_dtype(gradient.dtype))
+        _working(gradient, unscale)
         if gradient is not None
         else torch.zeros((), dtype=vectors.working_dtype(tensor.dtype), device=tensor.device).expand(tensor.shape)
         for gradient, tensor in zip(found, inputs)
     )
+
+
+def _working(gradient: Tensor, unscale: float) -> Tensor:
+    gradient = gradient.detach().to(vectors.working_dtype(gradient.dtype))
+    return gradient if unscale == 1.0 else gradient * unscale
 
 
 def _check_inputs(

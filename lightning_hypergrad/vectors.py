@@ -65,6 +65,62 @@ def norm(a: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(_stack_scalars([torch.linalg.vector_norm(x) for x in a]))
 
 
+def owned(vector: Sequence[Tensor], avoid: Sequence[Tensor] = ()) -> Vector:
+    """``vector`` with every part safe to write over in place: the parts :func:`writable` rejects are copied."""
+    return tuple(
+        part if keep else part.clone(memory_format=torch.contiguous_format)
+        for part, keep in zip(vector, writable(vector, avoid))
+    )
+
+
+def writable(vector: Sequence[Tensor], avoid: Sequence[Tensor] = ()) -> list[bool]:
+    """Per part of ``vector``: may it be written over in place without touching ``avoid`` or another part?
+
+    No when its memory overlaps a part of ``avoid`` or an earlier writable part, or when it is not dense (an
+    expanded view, where one element stands for many). Autograd's results are usually fresh dense tensors; a
+    gradient passed straight through (an identity-like graph) is the exception. Disjoint views of one buffer
+    (an all-reduced flat vector) are all writable.
+    """
+    avoided: dict[int, list[tuple[int, int]]] = {}
+    for part in avoid:
+        if part.numel():
+            avoided.setdefault(_storage(part), []).append(_span(part))
+    keep = [True] * len(vector)
+    reach: dict[int, int] = {}  # per storage, the end of the writable parts so far (visited in address order)
+    for index in sorted(range(len(vector)), key=lambda index: (_storage(vector[index]), vector[index].data_ptr())):
+        part = vector[index]
+        if not part.numel():
+            continue
+        storage, (start, end) = _storage(part), _span(part)
+        overlaps = start < reach.get(storage, start) or any(
+            start < other_end and other_start < end for other_start, other_end in avoided.get(storage, ())
+        )
+        keep[index] = not overlaps and _dense(part)
+        if keep[index]:
+            reach[storage] = max(reach.get(storage, end), end)
+    return keep
+
+
+def _storage(part: Tensor) -> int:
+    return part.untyped_storage().data_ptr()
+
+
+def _span(part: Tensor) -> tuple[int, int]:
+    """The byte addresses ``[first, last + 1)`` a non-empty part can touch."""
+    extent = 1 + sum((size - 1) * abs(stride) for size, stride in zip(part.shape, part.stride()))
+    return part.data_ptr(), part.data_ptr() + extent * part.element_size()
+
+
+def _dense(part: Tensor) -> bool:
+    """No two elements share memory and no gap lies between them (any order of dimensions)."""
+    expected = 1
+    for stride, size in sorted((stride, size) for stride, size in zip(part.stride(), part.shape) if size > 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def add_scaled(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor]) -> Vector:
     """a + scale * b, out of place, one fused kernel per part (no temporary for ``scale * b``)."""
     if isinstance(scale, Tensor):
@@ -82,15 +138,14 @@ def add_scaled_(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor])
     return tuple(a)
 
 
-def subtract_scaled_into(a: Sequence[Tensor], scale: float, b: Sequence[Tensor]) -> Vector:
-    """a − scale * b, written over ``b``'s parts where they share no memory with ``a``'s (no new allocation)."""
-    out = []
+def subtract_scaled_into(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor]) -> Vector:
+    """a − scale * b in one pass per part, written over ``b`` (the caller's own tensors); returns ``b``."""
     for x, y in zip(a, b, strict=True):
-        if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() or y.dtype != x.dtype:
-            out.append(torch.add(x, y, alpha=-scale))
+        if isinstance(scale, Tensor):
+            torch.addcmul(x, y, -scale, out=y)  # elementwise, so writing over y as it is read is safe
         else:
-            out.append(torch.add(x, y, alpha=-scale, out=y))
-    return tuple(out)
+            torch.add(x, y, alpha=-scale, out=y)
+    return tuple(b)
 
 
 def scale_and_add_(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tensor]) -> Vector:
@@ -106,6 +161,13 @@ def scale_and_add_(a: Sequence[Tensor], scale: Tensor | float, b: Sequence[Tenso
 def scale(a: Sequence[Tensor], factor: Tensor | float) -> Vector:
     """factor * a, out of place."""
     return tuple(factor * x for x in a)
+
+
+def scale_(a: Sequence[Tensor], factor: Tensor | float) -> Vector:
+    """a *= factor in place (``a`` must be the caller's own tensors); returns ``a``."""
+    for x in a:
+        x.mul_(factor)
+    return tuple(a)
 
 
 def all_finite(a: Sequence[Tensor]) -> Tensor:

@@ -7,7 +7,15 @@ import torch
 from torch import nn
 
 from lightning_hypergrad import HypergradientWarning, hypergradient, hypergradient_with_solve
-from lightning_hypergrad.solvers import ConjugateGradient, Exact, Identity, Neumann, SolveStatus
+from lightning_hypergrad.solvers import (
+    ConjugateGradient,
+    Exact,
+    Identity,
+    IHVPSolver,
+    Neumann,
+    SolveResult,
+    SolveStatus,
+)
 from tests.helpers import RidgeProblem, relative_error
 
 
@@ -401,3 +409,19 @@ def test_neumann_equals_differentiating_through_unrolled_gradient_descent(ridge:
     solver = Identity(alpha) if iterations == 0 else Neumann(iterations, alpha)
     (implicit,) = hypergradient(train_loss, val_loss, [w], [hparam], solver)
     assert relative_error(implicit, unrolled) <= 1e-10
+
+
+def test_a_solver_written_by_a_user_gets_b_as_a_sequence_and_the_exact_answer(ridge: RidgeProblem) -> None:
+    class DenseSolver(IHVPSolver):
+        """Knows nothing of the library's helpers: reads b, forms H column by column, solves densely."""
+
+        def solve(self, hvp, b, initial=None) -> SolveResult:
+            (part,) = b  # any sequence of tensors
+            identity = torch.eye(part.numel(), dtype=part.dtype)
+            hessian = torch.stack([hvp((column,))[0] for column in identity], dim=1)
+            solution = torch.linalg.solve(hessian, part)
+            return SolveResult((solution,), 0, torch.zeros(()), True, SolveStatus.TOLERANCE_REACHED, part.numel())
+
+    train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
+    (result,) = hypergradient(train_loss, val_loss, [weights], [log_decay], DenseSolver())
+    assert relative_error(result, ridge.exact_hypergradient()) <= 1e-10

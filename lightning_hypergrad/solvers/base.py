@@ -21,8 +21,9 @@ from lightning_hypergrad.vectors import Vector
 HVP = Callable[[Vector], Sequence[Tensor]]
 """A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike.
 
-It should return fresh tensors (as ``torch.autograd.grad`` does): solvers may write over them to save memory.
-A returned tensor that shares memory with the input vector is detected and left alone."""
+It should return fresh tensors (as ``torch.autograd.grad`` does): solvers write over them to save memory. A
+returned tensor that shares memory with the input vector or with another part, or that is an expanded view, is
+detected and copied first (:func:`~lightning_hypergrad.vectors.writable`)."""
 
 
 class SolveStatus(str, enum.Enum):
@@ -126,8 +127,33 @@ class IHVPSolver(abc.ABC):
         return f"{type(self).__name__}({arguments})"
 
 
+class Donated(list):
+    """A right-hand side handed to :meth:`IHVPSolver.solve` by a caller that keeps no other reference to it.
+
+    The library's solvers empty it (:func:`receive`) and drop each part as soon as they no longer need it, so
+    that ``b`` is freed during the solve instead of living until it returns; its tensors are never written
+    over. Any other sequence of tensors is the caller's and stays untouched. A solver that does not know this
+    class sees an ordinary list of tensors.
+    """
+
+
+def receive(b: Sequence[Tensor]) -> tuple[Vector, tuple[torch.dtype, ...]]:
+    """``b`` in working precision (parts already there are not copied) and its parts' dtypes, for the result.
+
+    A :class:`Donated` ``b`` is emptied, so that the returned vector is the only reference the solve holds.
+    """
+    parts = tuple(b)
+    if isinstance(b, Donated):
+        b.clear()
+    return vectors.to_working(parts, copy=False), tuple(part.dtype for part in parts)
+
+
 def apply_hvp(hvp: HVP, vector: Vector) -> Vector:
-    """Call ``hvp`` and check that it returned one tensor per part, shaped alike, promoted to the part's dtype."""
+    """Call ``hvp`` and check that it returned one tensor per part, shaped alike, promoted to the part's dtype.
+
+    Every part of the result belongs to the caller, who may write over it: a part that is ``vector``'s own
+    memory (a product passed straight through) or otherwise shared is copied (:func:`~lightning_hypergrad.vectors.owned`).
+    """
     product = tuple(hvp(vector))
     if len(product) != len(vector):
         raise ValueError(
@@ -136,10 +162,10 @@ def apply_hvp(hvp: HVP, vector: Vector) -> Vector:
     for index, (out, part) in enumerate(zip(product, vector)):
         if out.shape != part.shape:
             raise ValueError(f"hvp returned shape {tuple(out.shape)} for part {index} of shape {tuple(part.shape)}.")
-    return tuple(out.detach().to(part.dtype) for out, part in zip(product, vector))
+    return vectors.owned(tuple(out.detach().to(part.dtype) for out, part in zip(product, vector)), avoid=vector)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Start:
     """Where a solve starts: ``point`` x0 and its ``residual`` b − H x0.
 
@@ -160,25 +186,34 @@ class Start:
     finite: Tensor
     cold: bool = False
 
+    def hand_over(self) -> tuple[Vector, Vector]:
+        """``(point, residual)``, no longer held here: once the solver drops them, their memory is freed."""
+        point, residual = self.point, self.residual
+        self.point = self.residual = ()
+        return point, residual
+
 
 def starting_point(hvp: HVP, b: Vector, initial: Sequence[Tensor] | None) -> Start:
     """The start of a solve of ``H x = b`` (``b`` in working precision), from ``initial`` or from zero.
 
     ``x0`` is ``initial`` when its residual is smaller than ``‖b‖`` (the residual of starting from zero), else
     zero: a stale warm start, say from before the weights moved into a region of different curvature, must
-    never make a solve worse than a cold one. The choice is made on the device, without a host sync.
+    never make a solve worse than a cold one. The choice is made on the device, without a host sync, in the
+    buffers of the copy of ``initial`` and of its product (``initial`` and ``b`` are left as they are).
     """
     no = torch.zeros((), dtype=torch.bool, device=b[0].device if b else None)
     if initial is None:
         zeros = tuple(torch.zeros((), dtype=part.dtype, device=part.device).expand(part.shape) for part in b)
         return Start(zeros, b, 0, warm=no, finite=~no, cold=True)
     check_initial(b, initial)
-    guess = vectors.cast_like(vectors.to_working(initial), b)
-    guess_residual = vectors.add_scaled(b, -1.0, apply_hvp(hvp, guess))
+    guess = tuple(x.detach().to(dtype=part.dtype, device=part.device, copy=True) for x, part in zip(initial, b))
+    guess_residual = vectors.subtract_scaled_into(b, 1.0, apply_hvp(hvp, guess))  # b − H x0
     guess_norm = vectors.norm(guess_residual)
     better = guess_norm < vectors.norm(b)
-    start = vectors.where(better, guess, vectors.zeros_like(b))
-    return Start(start, vectors.where(better, guess_residual, b), 1, warm=better, finite=torch.isfinite(guess_norm))
+    for point, residual, part in zip(guess, guess_residual, b):
+        point.masked_fill_(~better, 0)  # not where(): a NaN in a rejected guess must become zero too
+        torch.where(better, residual, part, out=residual)
+    return Start(guess, guess_residual, 1, warm=better, finite=torch.isfinite(guess_norm))
 
 
 def check_initial(b: Sequence[Tensor], initial: Sequence[Tensor] | None) -> None:
@@ -195,7 +230,7 @@ def check_initial(b: Sequence[Tensor], initial: Sequence[Tensor] | None) -> None
 
 def finish(
     solution: Vector,
-    b: Sequence[Tensor],
+    dtypes: Sequence[torch.dtype],
     *,
     status: SolveStatus,
     iterations: int,
@@ -204,7 +239,7 @@ def finish(
     alpha: float | None = None,
     kept_start: bool = False,
 ) -> SolveResult:
-    """Build the result, each part cast back to the dtype of ``b``; a failed solve gets a zero solution.
+    """Build the result, each part cast back to its dtype in ``dtypes`` (b's); a failed solve gets a zero solution.
 
     A solve fails when it diverged or met non-finite values, or when it stopped at negative curvature before
     taking a single step from a zero start (``kept_start`` says a warm start was used: it is then kept).
@@ -215,7 +250,7 @@ def finish(
     if not converged:
         solution = vectors.zeros_like(solution)
     return SolveResult(
-        solution=vectors.cast_like(solution, b),
+        solution=tuple(part.to(dtype) for part, dtype in zip(solution, dtypes, strict=True)),
         iterations=iterations,
         residual_norm=residual_norm.detach(),
         converged=converged,

@@ -18,6 +18,7 @@ from lightning_hypergrad.solvers.base import (
     Start,
     apply_hvp,
     finish,
+    receive,
     starting_point,
 )
 from lightning_hypergrad.solvers.spectral import SpectralPreconditioner
@@ -130,12 +131,14 @@ class ConjugateGradient(IHVPSolver):
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         """Approximate ``H⁻¹ b`` as the class docstring describes; arguments as in :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve`."""
-        target = vectors.to_working(b, copy=False)
+        target, dtypes = receive(b)
+        tolerance = (self.rtol * vectors.norm(target)) ** 2
         start = starting_point(hvp, target, initial)
+        del target  # the start holds it now, and hands it over to the run, which frees it after its first step
         precondition, hvp_count, built_finite = self._preconditioner_for(hvp, start.residual)
         device = start.warm.device
         check_every = self.check_every or (1 if device.type == "cpu" else ACCELERATOR_CHECK_EVERY)
-        run = _run(hvp, start, precondition, self.iterations, (self.rtol * vectors.norm(target)) ** 2, check_every)
+        run = _run(hvp, start, precondition, self.iterations, tolerance, check_every)
         non_finite, negative_curvature, reached, warm = torch.stack(
             [
                 run.non_finite | ~start.finite | (not built_finite),
@@ -153,7 +156,7 @@ class ConjugateGradient(IHVPSolver):
             status = SolveStatus.TOLERANCE_REACHED
         return finish(
             run.solution,
-            b,
+            dtypes,
             status=status,
             iterations=int(run.steps_taken),
             residual_norm=run.residual_squared.sqrt(),
@@ -184,9 +187,9 @@ class _Run:
     """The state of a CG run: the iterate, its residual and the flags, all on the device."""
 
     def __init__(self, start: Start, tolerance: Tensor) -> None:
-        # Updated in place: a fresh vector (a cold start's point is a read-only view of zero).
-        self.solution = vectors.zeros_like(start.residual) if start.cold else start.point
-        self.residual = start.residual  # may be b itself: replaced, not updated in place, at the first step
+        point, self.residual = start.hand_over()  # the residual may be b itself: never updated in place
+        # Updated in place: the start's own buffer, or fresh zeros (a cold start's point is a read-only view).
+        self.solution = vectors.zeros_like(self.residual) if start.cold else point
         self.tolerance = tolerance
         self.residual_squared = vectors.dot(self.residual, self.residual)
         device = self.residual_squared.device
@@ -204,7 +207,12 @@ def _run(
     tolerance: Tensor,
     check_every: int,
 ) -> _Run:
-    """Up to ``iterations`` (preconditioned) CG steps, masked on the device once the run has stopped."""
+    """Up to ``iterations`` (preconditioned) CG steps, masked on the device once the run has stopped.
+
+    Above the product in flight it holds the iterate x, the residual r and the direction p (and z = M⁻¹r when
+    preconditioned); each new residual is written over the product it came from, freeing the previous one
+    (at first r0, which may be b).
+    """
     run = _Run(start, tolerance)
     preconditioned = run.residual if precondition is None else precondition(run.residual)  # z = M⁻¹ r
     inner = vectors.dot(run.residual, preconditioned)  # rᵀz
@@ -220,10 +228,7 @@ def _run(
         # x += a p, r −= a Hp with a = rᵀz / pᵀHp; masked to zero once this run has stopped.
         step = torch.where(stepping, inner / curvature, torch.zeros_like(curvature))
         vectors.add_scaled_(run.solution, step, direction)
-        if iteration == 0:
-            run.residual = vectors.add_scaled(run.residual, -step, product)
-        else:
-            vectors.add_scaled_(run.residual, -step, product)
+        run.residual = vectors.subtract_scaled_into(run.residual, step, product)  # r − a Hp, in Hp's buffer
         del product
         residual_squared = vectors.dot(run.residual, run.residual)
         preconditioned = run.residual if precondition is None else precondition(run.residual)

@@ -17,6 +17,7 @@ from lightning_hypergrad.solvers.base import (
     apply_hvp,
     check_initial,
     finish,
+    receive,
 )
 
 
@@ -50,7 +51,7 @@ class Exact(IHVPSolver):
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         """Approximate ``H⁻¹ b`` as the class docstring describes; arguments as in :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve`."""
         check_initial(b, initial)
-        target = vectors.to_working(b)
+        target, dtypes = receive(b)
         size = sum(part.numel() for part in target)
         self.check_size(size)
         flat_target = vectors.flatten(target)
@@ -68,7 +69,7 @@ class Exact(IHVPSolver):
         if not bool(torch.isfinite(hessian).all() & torch.isfinite(rhs).all()):  # pinv would raise on NaN
             return finish(
                 vectors.zeros_like(target),
-                b,
+                dtypes,
                 status=SolveStatus.NON_FINITE,
                 iterations=0,
                 residual_norm=torch.full((), float("nan"), dtype=dense_dtype),
@@ -79,7 +80,7 @@ class Exact(IHVPSolver):
         finite = bool(torch.isfinite(solution).all())
         return finish(
             vectors.unflatten(solution, target),
-            b,
+            dtypes,
             status=SolveStatus.TOLERANCE_REACHED if finite else SolveStatus.NON_FINITE,
             iterations=0,
             residual_norm=residual_norm,

@@ -15,6 +15,7 @@ from lightning_hypergrad.solvers.base import (
     SolveResult,
     SolveStatus,
     finish,
+    receive,
     starting_point,
 )
 
@@ -46,16 +47,18 @@ class Identity(IHVPSolver):
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         """Approximate ``H⁻¹ b`` as the class docstring describes; arguments as in :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve`."""
-        target = vectors.to_working(b, copy=False)
+        target, dtypes = receive(b)
         start = starting_point(hvp, target, initial)
-        solution = vectors.add_scaled(start.point, self.alpha, start.residual)
+        del target  # the start holds it now: handed over below, so that a donated b is freed after its last use
+        point, residual = start.hand_over()
+        solution = vectors.add_scaled(point, self.alpha, residual)
         finite = bool(vectors.all_finite(solution) & start.finite)
         return finish(
             solution,
-            b,
+            dtypes,
             status=SolveStatus.ITERATIONS_EXHAUSTED if finite else SolveStatus.NON_FINITE,
             iterations=0,
-            residual_norm=vectors.norm(start.residual),
+            residual_norm=vectors.norm(residual),
             hvp_count=start.hvp_count,
             alpha=self.alpha,
         )

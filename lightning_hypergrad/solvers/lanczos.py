@@ -9,6 +9,7 @@ from torch import Tensor
 
 from lightning_hypergrad import vectors
 from lightning_hypergrad.solvers.base import HVP, apply_hvp
+from lightning_hypergrad.vectors import Vector
 
 BREAKDOWN_TOLERANCE = 64  # β below this many ulps of ‖H q_j‖ means q_j spans an invariant subspace
 
@@ -19,7 +20,7 @@ def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[
     The Lanczos recurrence ``β_{j+1} q_{j+1} = H q_j − α_j q_j − β_j q_{j−1}`` builds an orthonormal basis of
     the Krylov space ``span{b, Hb, …, H^{k−1}b}`` in which H is the tridiagonal ``T`` of the α's and β's; the
     extreme eigenvalues of ``T`` (Ritz values) lie inside H's spectrum and converge to its extremes. Only
-    three vectors are kept (no reorthogonalisation: lost orthogonality only repeats converged Ritz values).
+    two vectors and the product are kept (no reorthogonalisation: lost orthogonality only repeats converged Ritz values).
 
     A breakdown (β ≈ 0: the start lies in an invariant subspace, e.g. on an eigenvector) ends the recurrence;
     the remaining steps repeat ``α_0``, the Rayleigh quotient of the start, which lies between the Ritz values
@@ -32,16 +33,18 @@ def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[
     tiny = torch.finfo(norm.dtype).tiny
     eps = torch.finfo(norm.dtype).eps
     current = vectors.scale(start, 1.0 / norm.clamp_min(tiny))
-    previous = vectors.zeros_like(current)
+    previous: Vector = ()  # q_{-1}, which the first step multiplies by β_0 = 0
     beta = torch.zeros_like(norm)
     finite = torch.isfinite(norm)
     broken = torch.zeros((), dtype=torch.bool, device=norm.device)
     diagonal: list[Tensor] = []
     off_diagonal: list[Tensor] = []
     for _ in range(steps):
-        product = vectors.add_scaled(apply_hvp(hvp, current), -beta, previous)
+        product = apply_hvp(hvp, current)  # the caller's own: updated in place into q_{j+1}
+        if previous:
+            vectors.add_scaled_(product, -beta, previous)
         alpha = vectors.dot(product, current)
-        product = vectors.add_scaled(product, -alpha, current)
+        vectors.add_scaled_(product, -alpha, current)
         beta = vectors.norm(product)
         finite = finite & torch.isfinite(alpha) & torch.isfinite(beta)
         diagonal.append(torch.where(broken, diagonal[0], alpha) if diagonal else alpha)
@@ -50,7 +53,7 @@ def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[
         off_diagonal.append(torch.where(broken, torch.zeros_like(beta), beta))
         # After a breakdown q_{j+1} would be rounding noise blown up by 1/β: continue with zero vectors instead.
         inverse = torch.where(broken, torch.zeros_like(beta), 1.0 / beta.clamp_min(tiny))
-        previous, current = current, vectors.scale(product, inverse)
+        previous, current = current, vectors.scale_(product, inverse)
     tridiagonal = torch.diag(torch.stack(diagonal))
     if steps > 1:
         couplings = torch.stack(off_diagonal[:-1])

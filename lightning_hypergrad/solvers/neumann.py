@@ -20,13 +20,12 @@ from lightning_hypergrad.solvers.base import (
     Start,
     apply_hvp,
     finish,
+    receive,
     starting_point,
 )
 from lightning_hypergrad.solvers.lanczos import extreme_eigenvalues
+from lightning_hypergrad.solvers.overshoot import RITZ_MARGIN, smallest_ritz_value
 from lightning_hypergrad.vectors import Vector
-
-RITZ_MARGIN = 1e-2  # a Ritz value of I − αH below −(1 + this) proves αλ > 2 for some λ along b
-PARALLEL_LIMIT = 1e-2  # 1 − cos² between the last two terms below this: their 2-D Ritz values are rounding noise
 
 
 class Neumann(IHVPSolver):
@@ -160,30 +159,33 @@ class Neumann(IHVPSolver):
 
     def solve(self, hvp: HVP, b: Sequence[Tensor], initial: Sequence[Tensor] | None = None) -> SolveResult:
         """Approximate ``H⁻¹ b`` as the class docstring describes; arguments as in :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve`."""
-        target = vectors.to_working(b, copy=False)
+        target, dtypes = receive(b)
         start = starting_point(hvp, target, initial)
+        del target  # the start holds it now; the series lets go of it unless a rerun may need it
         if self.alpha != "auto":
-            series = _series(hvp, start, self.alpha, self.iterations, self.max_growth)
-            return _result(series, b, start, self.iterations, start.hvp_count + self.iterations, self.alpha)
+            series = _series(hvp, start, self.alpha, self.iterations, self.max_growth, keep_start=False)
+            return _result(series, dtypes, start, self.iterations, start.hvp_count + self.iterations, self.alpha)
 
         hvp_count = start.hvp_count + self.iterations
         reused = self._largest_eigenvalue is not None and self._solves_since_estimate < self.lanczos_every
         largest = self._largest_eigenvalue if reused else self._estimate(hvp, start.residual)
         hvp_count += 0 if reused else self.lanczos_steps
-        series = _series(hvp, start, self._step_size(largest), self.iterations, self.max_growth)
+        # A reused estimate may overshoot; the rerun then starts afresh from the same start, so it is kept.
+        series = _series(hvp, start, self._step_size(largest), self.iterations, self.max_growth, keep_start=reused)
         if reused and bool(series.overshoot & series.finite):
             # The weights moved into sharper curvature since the estimate: estimate again and redo the series.
+            del series  # its sum is not needed: free it before the rerun builds another
             largest = self._estimate(hvp, start.residual)
-            series = _series(hvp, start, self._step_size(largest), self.iterations, self.max_growth)
+            series = _series(hvp, start, self._step_size(largest), self.iterations, self.max_growth, keep_start=False)
             hvp_count += self.lanczos_steps + self.iterations
         self._solves_since_estimate += 1
         if math.isnan(largest):
             series = series._replace(finite=torch.zeros_like(series.finite))
-        elif largest <= 0 and bool(vectors.norm(start.residual) > 0):
+        elif largest <= 0 and bool(series.initial_norm > 0):
             series = series._replace(overshoot=torch.ones_like(series.overshoot))  # no curvature along b
         elif self._largest_eigenvalue is not None and float(series.curvature) > self._largest_eigenvalue:
             self._largest_eigenvalue = float(series.curvature)  # the terms saw sharper curvature: use it next time
-        return _result(series, b, start, self.iterations, hvp_count, self._step_size(largest))
+        return _result(series, dtypes, start, self.iterations, hvp_count, self._step_size(largest))
 
     def _estimate(self, hvp: HVP, residual: Vector) -> float:
         """``λ_max`` (returned) and ``λ_min`` along ``residual`` by Lanczos; cached while finite and positive."""
@@ -211,18 +213,28 @@ class Neumann(IHVPSolver):
 class _Series(NamedTuple):
     solution: Vector
     residual_norm: Tensor
+    initial_norm: Tensor  # ‖r0‖ = ‖b − H x0‖
     finite: Tensor
     overshoot: Tensor  # overshoot or growth beyond max_growth: the series diverged
     curvature: Tensor  # the largest Rayleigh quotient of H among the terms checked
 
 
-def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: float) -> _Series:
-    """``x = x0 + α Σ_{j≤K} (I − αH)^j r0`` in working precision, holding three weight-sized vectors."""
-    term = start.residual  # may be b itself: replaced, never updated in place, at the first step
+def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: float, keep_start: bool) -> _Series:
+    """``x = x0 + α Σ_{j≤K} (I − αH)^j r0`` in working precision.
+
+    Above the product in flight it holds the current term and the running sum: each term is written over the
+    product it came from, so the previous term (at first r0, which may be b) is freed as soon as no one else
+    holds it. With ``keep_start`` the start keeps x0 and r0 for a rerun (one or two more vectors).
+    """
+    point, term = (start.point, start.residual) if keep_start else start.hand_over()
     initial_norm = vectors.norm(term)
-    # Out of place: start.point stays intact for a rerun. A cold start skips adding its zeros.
-    cold = start.cold or not bool(start.warm)
-    solution = vectors.scale(term, alpha) if cold else vectors.add_scaled(start.point, alpha, term)
+    if start.cold:  # x0 is a read-only view of zero: the sum starts as α r0
+        solution = vectors.scale(term, alpha)
+    elif keep_start:
+        solution = vectors.add_scaled(point, alpha, term)
+    else:  # x0 is the start's own buffer (the warm start, or zeros where it was rejected)
+        solution = vectors.add_scaled_(point, alpha, term)
+    del point
     moments = []  # (‖t_j‖², t_jᵀ H t_j) for the last two products: the inputs of the overshoot tests
     # Growth seen at terms 1, 2, 4, 8, …: a series that overflows later still reports that it diverged.
     grew_early = torch.zeros((), dtype=torch.bool, device=initial_norm.device)
@@ -230,17 +242,13 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
         product = apply_hvp(hvp, term)
         if step >= iterations - 2:
             moments.append((vectors.dot(term, term), vectors.dot(term, product)))
-        if step == 0:  # the product's buffer becomes t_1 where it is fresh; t_0 may be b, left alone
-            term = vectors.subtract_scaled_into(term, alpha, product)
-        else:
-            vectors.add_scaled_(term, -alpha, product)
-        vectors.add_scaled_(solution, alpha, term)
+        term = vectors.subtract_scaled_into(term, alpha, product)  # t_{j+1} = t_j − α H t_j, in the product's buffer
         del product
-        if step & (step + 1) == 0:
-            size = vectors.norm(term)
-            grew_early |= torch.isfinite(size) & (size > max_growth * initial_norm)
+        vectors.add_scaled_(solution, alpha, term)
+        if step & (step + 1) == 0 or step == iterations - 1:  # the last one is the residual: one pass for both
+            residual_norm = vectors.norm(term)
+            grew_early |= torch.isfinite(residual_norm) & (residual_norm > max_growth * initial_norm)
 
-    residual_norm = vectors.norm(term)
     # NaN or inf in any term stays in every later one (t_{j+1} = t_j − α H t_j), so the last term's norm tells;
     # the sum's norm (one pass, not four as an elementwise check) catches an overflow of α Σ t_j itself.
     finite = torch.isfinite(residual_norm) & torch.isfinite(vectors.norm(solution))
@@ -249,39 +257,16 @@ def _series(hvp: HVP, start: Start, alpha: float, iterations: int, max_growth: f
     significant = residual_norm > initial_norm * torch.finfo(residual_norm.dtype).eps ** 0.5
     flips = (previous_squared - alpha * previous_curvature) < 0  # t_Kᵀ t_{K−1} = ‖t_{K−1}‖² − α t_{K−1}ᵀ H t_{K−1}
     grows = residual_norm.to(previous_squared.dtype) ** 2 > previous_squared
-    overshoot = (grows & flips & significant) | (_smallest_ritz_value(moments, alpha) < -(1 + RITZ_MARGIN))
+    overshoot = (grows & flips & significant) | (smallest_ritz_value(moments, alpha) < -(1 + RITZ_MARGIN))
     grew_too_much = residual_norm > max_growth * initial_norm
     quotients = [torch.where(squared > 0, curvature / squared, 0) for squared, curvature in moments]
     diverged = ((overshoot | grew_too_much) & finite) | grew_early  # finite growth, not NaN's comparisons
-    return _Series(solution, residual_norm, finite, diverged, torch.stack(quotients).max())
+    return _Series(solution, residual_norm, initial_norm, finite, diverged, torch.stack(quotients).max())
 
 
-def _smallest_ritz_value(moments: list[tuple[Tensor, Tensor]], alpha: float) -> Tensor:
-    """The smallest Ritz value of ``M = I − αH`` on the span of the checked terms, from their moments alone.
-
-    With ``t_{j+1} = M t_j`` and M symmetric, every inner product needed is known: ``t_jᵀ t_{j+1} = ‖t_j‖² −
-    α t_jᵀHt_j`` and ``t_jᵀ M t_{j+1} = ‖t_{j+1}‖²``. The 2×2 pencil ``(G1, G0)`` of the last two terms is
-    solved in closed form in float64; when those terms are nearly parallel only their Rayleigh quotients count.
-    """
-    (squared_first, curvature_first), *rest = [(s.double(), c.double()) for s, c in moments]
-    tiny = torch.finfo(torch.float64).tiny
-    first = 1 - alpha * curvature_first / squared_first.clamp_min(tiny)  # Rayleigh quotient of M at t_{K−2}
-    if not rest:
-        return torch.where(squared_first > 0, first, 0)
-    squared_second, curvature_second = rest[0]
-    second = 1 - alpha * curvature_second / squared_second.clamp_min(tiny)
-    # Normalised: G0 = [[1, r], [r, 1]], G1 = [[first, o], [o, second]].
-    scale = (squared_first * squared_second).sqrt().clamp_min(tiny)
-    r = first * squared_first / scale
-    o = squared_second / scale
-    a, b, c = 1 - r**2, first + second - 2 * o * r, first * second - o**2
-    pair = (b - (b**2 - 4 * a * c).clamp_min(0).sqrt()) / (2 * a.clamp_min(tiny))
-    smallest = torch.minimum(first, second)
-    smallest = torch.where(a > PARALLEL_LIMIT, torch.minimum(smallest, pair), smallest)
-    return torch.where((squared_first > 0) & (squared_second > 0), smallest, 0)
-
-
-def _result(series: _Series, b: Sequence[Tensor], start: Start, iterations: int, hvp_count: int, alpha: float):
+def _result(
+    series: _Series, dtypes: Sequence[torch.dtype], start: Start, iterations: int, hvp_count: int, alpha: float
+):
     finite, overshoot = torch.stack([series.finite & start.finite, series.overshoot]).tolist()  # one host sync
     status = SolveStatus.ITERATIONS_EXHAUSTED
     if overshoot:  # before non-finite: an overflow that follows growth is divergence, not a NaN product
@@ -290,7 +275,7 @@ def _result(series: _Series, b: Sequence[Tensor], start: Start, iterations: int,
         status = SolveStatus.NON_FINITE
     return finish(
         series.solution,
-        b,
+        dtypes,
         status=status,
         iterations=iterations,
         residual_norm=series.residual_norm,

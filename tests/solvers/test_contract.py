@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -16,6 +17,7 @@ from lightning_hypergrad.solvers import (
     SolveResult,
     SolveStatus,
 )
+from lightning_hypergrad.solvers.base import Donated
 from tests.helpers import symmetric_matrix
 
 SOLVERS = {
@@ -107,6 +109,48 @@ def test_a_warm_start_worse_than_zero_is_ignored(solver: IHVPSolver) -> None:
 def test_warm_start_must_match_b(solver: IHVPSolver) -> None:
     with pytest.raises(ValueError, match="initial must be shaped like b"):
         solver.solve(lambda v: v, (torch.ones(3),), initial=(torch.ones(4),))
+
+
+def test_the_callers_b_and_warm_start_are_left_as_they_were(solver: IHVPSolver) -> None:
+    hessian = symmetric_matrix(4, torch.tensor([0.5, 0.6, 0.7, 0.8]))
+    b = [torch.arange(1.0, 5.0, dtype=torch.float64)]  # a list: a container the solver could empty, but must not
+    initial = (torch.full((4,), 0.1, dtype=torch.float64),)
+    expected_b, expected_initial = b[0].clone(), initial[0].clone()
+    for start in (None, initial):
+        result = solver.solve(lambda v: (hessian @ v[0],), b, initial=start)
+        assert result.converged
+        assert len(b) == 1 and torch.equal(b[0], expected_b) and torch.equal(initial[0], expected_initial)
+
+
+def test_a_donated_b_is_emptied_and_solved_like_any_other(solver: IHVPSolver) -> None:
+    hessian = symmetric_matrix(4, torch.tensor([0.5, 0.6, 0.7, 0.8]))
+    part = torch.arange(1.0, 5.0, dtype=torch.float64)
+    expected = copy.deepcopy(solver).solve(lambda v: (hessian @ v[0],), (part,))
+    donated = Donated([part])
+    result = solver.solve(lambda v: (hessian @ v[0],), donated)
+    assert donated == []  # the solver held the only reference to b while it needed it
+    assert torch.equal(part, torch.arange(1.0, 5.0, dtype=torch.float64))  # and never wrote over it
+    torch.testing.assert_close(result.solution[0], expected.solution[0], rtol=0, atol=0)
+
+
+def test_products_that_alias_their_input_or_each_other_are_never_written_over(solver: IHVPSolver) -> None:
+    # H swaps two equal parts (so H b = b and x = b); its products are b's own tensors, passed straight through.
+    part = torch.arange(1.0, 4.0, dtype=torch.float64)
+    b = (part, part)
+    result = solver.solve(lambda v: (v[1], v[0]), b)
+    assert result.converged
+    assert torch.equal(part, torch.arange(1.0, 4.0, dtype=torch.float64))
+    for solution_part in result.solution:
+        torch.testing.assert_close(solution_part, part, rtol=1e-12, atol=1e-12)
+
+    def shared(v: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        total = 0.5 * (v[0] + v[1])  # H = ½[[I, I], [I, I]]: one fresh tensor returned for both parts
+        return total, total
+
+    result = solver.solve(shared, b)
+    assert torch.equal(part, torch.arange(1.0, 4.0, dtype=torch.float64))
+    for solution_part in result.solution:
+        torch.testing.assert_close(solution_part, part, rtol=1e-12, atol=1e-12)
 
 
 def test_hvp_returning_the_wrong_structure_is_refused(solver: IHVPSolver) -> None:
