@@ -198,9 +198,11 @@ class HypergradientCallback(Callback):
                 return safeguards.skipped_result(module.weight_parameters(), named)
             if not self._influence_checked:
                 self._influence_checked = contract.warn_about_idle_hyperparameters(module, train_loss, named)
+            losses = [train_loss, validation_loss]
+            del train_loss, validation_loss  # handed over: the solve frees what g's graph does not need of theirs
             return hypergradient_with_solve(
-                train_loss,
-                validation_loss,
+                losses.pop(0),
+                losses.pop(0),
                 module.weight_parameters(),
                 [parameter for _, parameter in named],
                 hyper_update.solver_for_step(self.solver, self.alpha_from_learning_rate, trainer),
