@@ -81,6 +81,10 @@ def writable(vector: Sequence[Tensor], avoid: Sequence[Tensor] = ()) -> list[boo
     gradient passed straight through (an identity-like graph) is the exception. Disjoint views of one buffer
     (an all-reduced flat vector) are all writable.
     """
+    if all(part.is_contiguous() for part in vector):  # the usual case, decided without address arithmetic
+        storages = [_storage(part) for part in vector if part.numel()]
+        if len(set(storages)) == len(storages) and not set(storages) & {_storage(part) for part in avoid}:
+            return [True] * len(vector)
     avoided: dict[int, list[tuple[int, int]]] = {}
     for part in avoid:
         if part.numel():
