@@ -53,17 +53,6 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
             "shipped": {},
             "Identity, Adam 0.05": {"solver": IDENTITY, "hyper_optimizer": adam(0.05)},
             "Neumann(20, auto), Adam 0.01": {"solver": NEUMANN_AUTO, "hyper_optimizer": adam(0.01)},
-            "CG(5), warm start, Adam 0.08": {
-                "solver": {"class_path": CG["class_path"], "init_args": {"iterations": 5}},
-                "warm_start": True,
-                "hyper_optimizer": adam(0.08),
-            },
-            "Neumann(5, auto), warm start, Adam 0.08": {
-                "solver": {**NEUMANN_AUTO, "init_args": {"iterations": 5, "alpha": "auto", "lanczos_every": 10}},
-                "warm_start": True,
-                "hyper_optimizer": adam(0.08),
-            },
-            "Neumann(20, auto), every 10, Adam 0.1": {"every_n_steps": 10, "hyper_optimizer": adam(0.1)},
         },
     ),
     "feature_decay": (
