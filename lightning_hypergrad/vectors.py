@@ -168,7 +168,7 @@ def scale(a: Sequence[Tensor], factor: Tensor | float) -> Vector:
 
 
 def scale_(a: Sequence[Tensor], factor: Tensor | float) -> Vector:
-    """a *= factor in place (``a`` must be the caller's own tensors); returns ``a``."""
+    """``a ← factor · a`` in place (``a`` must be the caller's own tensors); returns ``a``."""
     for x in a:
         x.mul_(factor)
     return tuple(a)

@@ -128,7 +128,7 @@ class IHVPSolver(abc.ABC):
 
 
 class Donated(list):
-    """A right-hand side handed to :meth:`IHVPSolver.solve` by a caller that keeps no other reference to it.
+    """A right-hand side handed to :meth:`~lightning_hypergrad.solvers.IHVPSolver.solve` by a caller that keeps no other reference to it.
 
     The library's solvers empty it (:func:`receive`) and drop each part as soon as they no longer need it, so
     that ``b`` is freed during the solve instead of living until it returns; its tensors are never written
