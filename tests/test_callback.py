@@ -364,3 +364,16 @@ def test_the_progress_bar_shows_the_validation_loss_and_hyperparameters() -> Non
     shown = trainer.progress_bar_metrics
     assert {"validation_loss", "hyper/validation_loss", "hyper/skipped"} <= set(shown)
     assert {"hparam/weight_decay.raw.0", "hparam/weight_decay.raw.3"} <= set(shown)  # per-tensor scalars
+
+
+def test_checkpointing_can_monitor_the_hypersteps_validation_loss(tmp_path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callback = HypergradientCallback(Identity(), every_n_steps=5)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="hyper/validation_loss", mode="min")
+    L.seed_everything(0, verbose=False)
+    trainer = make_trainer([callback, checkpoint], max_epochs=2, enable_checkpointing=True)
+    trainer.fit(small_classifier(), digits())
+    losses = [entry["validation_loss"] for entry in callback.history]
+    assert checkpoint.best_model_path and float(checkpoint.best_model_score) in losses
+    assert float(trainer.callback_metrics["hyper/validation_loss"]) == losses[-1]
