@@ -18,6 +18,8 @@ Run: python benchmarks/hypergradient_memory.py
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from floor_problem import FloorProblem
 
@@ -25,15 +27,21 @@ from lightning_hypergrad import hypergradient_with_solve
 from lightning_hypergrad.solvers import ConjugateGradient, Neumann
 
 
-def peak_mib(function) -> float:
-    """The peak of live tensor bytes while ``function`` runs, above the start, in MiB."""
+def peak_bytes(function: Callable[[], object]) -> int:
+    """The peak of live tensor bytes while ``function`` runs, above the start (``tests/test_hypergradient_memory.py``
+    counts with this too)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
         function()
     live = peak = 0
     for event in sorted(profile.events(), key=lambda event: event.time_range.start):
         live += event.self_cpu_memory_usage
         peak = max(peak, live)
-    return peak / 2**20
+    return peak
+
+
+def peak_mib(function: Callable[[], object]) -> float:
+    """:func:`peak_bytes` in MiB."""
+    return peak_bytes(function) / 2**20
 
 
 def main() -> None:

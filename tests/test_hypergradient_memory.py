@@ -10,7 +10,8 @@ solvers keep (norms, flags, step sizes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,9 @@ from torch import nn
 
 from lightning_hypergrad import hypergradient, hypergradient_with_solve
 from lightning_hypergrad.solvers import ConjugateGradient, Neumann
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from hypergradient_memory import peak_bytes  # the benchmark's byte count: both measure alike
 
 SLACK = 4096  # bytes
 
@@ -56,17 +60,6 @@ class SmallProblem:
         train_loss, val_loss = self.train_loss(), self.val_loss()
         result = hypergradient_with_solve(train_loss, val_loss, self.weights, self.decays, solver, **options)
         assert result.solve.converged and all(torch.isfinite(part).all() for part in result.hypergradients)
-
-
-def peak_bytes(function: Callable[[], None]) -> int:
-    """The peak of live tensor bytes while ``function`` runs, above what was live before it."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
-        function()
-    live = peak = 0
-    for event in sorted(profile.events(), key=lambda event: event.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak
 
 
 @pytest.fixture(scope="module")
