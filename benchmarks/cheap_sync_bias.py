@@ -30,7 +30,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from lightning_hypergrad import hypergradient, hypergradient_with_solve
-from lightning_hypergrad.distributed import all_reduce_mean
+from lightning_hypergrad.lightning.distributed import all_reduce_mean
 from lightning_hypergrad.solvers import Exact, Identity, Neumann
 
 WORLD = 2

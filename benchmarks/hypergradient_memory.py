@@ -28,7 +28,7 @@ from lightning_hypergrad.solvers import ConjugateGradient, Neumann
 
 
 def peak_bytes(function: Callable[[], object]) -> int:
-    """The peak of live tensor bytes while ``function`` runs, above the start (``tests/test_hypergradient_memory.py``
+    """The peak of live tensor bytes while ``function`` runs, above the start (``tests/engine/test_hypergradient_memory.py``
     counts with this too)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
         function()

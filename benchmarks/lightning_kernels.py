@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lightning_hypergrad.loss_evaluation import twice_differentiable_kernels
+from lightning_hypergrad.lightning.losses import twice_differentiable_kernels
 
 
 def median_seconds(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_hypergrad.hparams import WeightDecay
-from lightning_hypergrad.loss_evaluation import twice_differentiable_kernels
+from lightning_hypergrad.lightning.losses import twice_differentiable_kernels
 from lightning_hypergrad.solvers import Neumann
 from lightning_hypergrad.solvers.lanczos import extreme_eigenvalues
 

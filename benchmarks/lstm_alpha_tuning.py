@@ -1,4 +1,4 @@
-"""The tiny LSTM language model of ``tests/test_lstm_default_alpha.py`` tuned through the callback with the default
+"""The tiny LSTM language model of ``tests/lightning/test_lstm_default_alpha.py`` tuned through the callback with the default
 ``Neumann()``: per hyperstep, the Lanczos estimates ``alpha="auto"`` uses against an 80-step run, and the outcome.
 
 For each hyperstep prints θ_min, θ_max after 10 Lanczos steps (what ``auto`` computes; α = 1/θ_max), the extremes
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 import lightning_hypergrad.solvers.neumann as neumann_module
 from lightning_hypergrad import HypergradientCallback
+from tests.lightning.test_lstm_default_alpha import TinyLanguageModel, markov_windows
 from tests.lightning_helpers import make_trainer
-from tests.test_lstm_default_alpha import TinyLanguageModel, markov_windows
 
 TERMS = 20  # Neumann()'s default iterations
 

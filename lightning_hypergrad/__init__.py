@@ -1,14 +1,15 @@
 """Tune hyperparameters by gradient descent with implicit differentiation, inside PyTorch Lightning."""
 
-from lightning_hypergrad import hparams, solvers
-from lightning_hypergrad.callback import HypergradientCallback
-from lightning_hypergrad.hypergradient import (
+from lightning_hypergrad import _moved, hparams, solvers
+from lightning_hypergrad.engine.hypergradient import (
     HypergradientResult,
     HypergradientWarning,
     hypergradient,
     hypergradient_with_solve,
 )
-from lightning_hypergrad.module import BilevelLightningModule
+from lightning_hypergrad.lightning import BilevelLightningModule, HypergradientCallback
+
+_moved.install()
 
 __all__ = [
     "BilevelLightningModule",

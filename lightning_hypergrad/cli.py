@@ -15,9 +15,9 @@ import lightning_hypergrad.data
 import lightning_hypergrad.models
 import lightning_hypergrad.solvers
 import lightning_hypergrad.tasks  # noqa: F401
-from lightning_hypergrad import internals
-from lightning_hypergrad.contract import check_bilevel_module
-from lightning_hypergrad.module import BilevelLightningModule
+from lightning_hypergrad.lightning import adapter
+from lightning_hypergrad.lightning.contract import check_bilevel_module
+from lightning_hypergrad.lightning.module import BilevelLightningModule
 from lightning_hypergrad.report import SPLITS, RunReport
 
 
@@ -93,7 +93,7 @@ class HypergradCLI(LightningCLI):
         hooks = {"train": "train_dataloader", "validation": "val_dataloader", "test": "test_dataloader"}
         metrics: dict[str, dict[str, float]] = {}
         for split in SPLITS:
-            if not internals.overrides(owner, hooks[split]):  # Lightning's placeholder raises; no such split
+            if not adapter.overrides(owner, hooks[split]):  # Lightning's placeholder raises; no such split
                 continue
             loader = getattr(owner, hooks[split])()
             results: list[dict[str, Any]] = self.trainer.test(self.model, dataloaders=loader, verbose=False)
@@ -114,7 +114,7 @@ class HypergradCLI(LightningCLI):
 
 def options_epilog() -> str:
     """The hyperstep's options for ``fit --help``: the callback's and every solver's constructor arguments."""
-    from lightning_hypergrad.callback import HypergradientCallback
+    from lightning_hypergrad.lightning.callback import HypergradientCallback
     from lightning_hypergrad.solvers import ConjugateGradient, Exact, Identity, Neumann
 
     lines = [

@@ -40,7 +40,7 @@ def plot_validation_loss(
 def plot_hyperparameters(history: Sequence[dict[str, Any]], path: Path) -> Path:
     """One panel per hyperparameter: its value (scalars) or mean with min–max band (tensors) against steps.
 
-    ``history`` holds :class:`~lightning_hypergrad.metrics.HyperstepRecord` entries as dicts (the callback's
+    ``history`` holds :class:`~lightning_hypergrad.lightning.records.HyperstepRecord` entries as dicts (the callback's
     ``history``): ``step`` and ``hyperparameters`` (name → ``{"value"}`` or ``{"mean", "std", "min", "max"}``).
     """
     names = sorted({name for entry in history for name in entry["hyperparameters"]})

@@ -25,9 +25,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from rich.console import Console
 from rich.table import Table
 
-from lightning_hypergrad.callback import HypergradientCallback
-from lightning_hypergrad.metrics import summarize_hyperparameters
-from lightning_hypergrad.module import BilevelLightningModule
+from lightning_hypergrad.lightning.callback import HypergradientCallback
+from lightning_hypergrad.lightning.module import BilevelLightningModule
+from lightning_hypergrad.lightning.records import summarize_hyperparameters
 from lightning_hypergrad.plots import plot_hyperparameters, plot_validation_loss
 
 SPLITS = ("train", "validation", "test")

@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.arguments import check_count
 from lightning_hypergrad.data.indexed import IndexedDataset
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 from lightning_hypergrad.data.splits import shuffle_and_cut

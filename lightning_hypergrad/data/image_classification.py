@@ -13,7 +13,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
-from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.arguments import check_count
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 
 

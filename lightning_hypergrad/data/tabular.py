@@ -11,7 +11,7 @@ from sklearn import datasets
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_hypergrad.checks import check_choice, check_count
+from lightning_hypergrad.arguments import check_choice, check_count
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 from lightning_hypergrad.data.splits import shuffle_and_cut
 

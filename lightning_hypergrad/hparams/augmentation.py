@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.arguments import check_count
 
 
 class LearnedAugmentation(nn.Module):

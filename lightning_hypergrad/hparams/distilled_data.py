@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.arguments import check_count
 
 
 class DistilledData(nn.Module):

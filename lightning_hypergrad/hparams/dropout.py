@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_hypergrad.checks import check_positive
+from lightning_hypergrad.arguments import check_positive
 
 
 class ConcreteDropout(nn.Module):

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_hypergrad.checks import check_choice, check_count, check_positive
+from lightning_hypergrad.arguments import check_choice, check_count, check_positive
 
 
 class ExampleWeights(nn.Module):

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_hypergrad.checks import check_choice, check_positive
+from lightning_hypergrad.arguments import check_choice, check_positive
 
 Granularity = Literal["global", "per_tensor", "per_weight"]
 Parametrization = Literal["log", "softplus"]

@@ -15,15 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_hypergrad import vectors
-from lightning_hypergrad.vectors import Vector
+from lightning_hypergrad.engine import vectors
+from lightning_hypergrad.engine.vectors import Vector
 
 HVP = Callable[[Vector], Sequence[Tensor]]
 """A Hessian-vector product: takes a vector (tuple of tensors shaped like ``b``), returns ``H v`` alike.
 
 It should return fresh tensors (as ``torch.autograd.grad`` does): solvers write over them to save memory. A
 returned tensor that shares memory with the input vector or with another part, or that is an expanded view, is
-detected and copied first (:func:`~lightning_hypergrad.vectors.writable`)."""
+detected and copied first (:func:`~lightning_hypergrad.engine.vectors.writable`)."""
 
 
 class SolveStatus(str, enum.Enum):
@@ -152,7 +152,7 @@ def apply_hvp(hvp: HVP, vector: Vector) -> Vector:
     """Call ``hvp`` and check that it returned one tensor per part, shaped alike, promoted to the part's dtype.
 
     Every part of the result belongs to the caller, who may write over it: a part that is ``vector``'s own
-    memory (a product passed straight through) or otherwise shared is copied (:func:`~lightning_hypergrad.vectors.owned`).
+    memory (a product passed straight through) or otherwise shared is copied (:func:`~lightning_hypergrad.engine.vectors.owned`).
     """
     product = tuple(hvp(vector))
     if len(product) != len(vector):

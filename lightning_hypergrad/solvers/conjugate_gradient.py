@@ -8,8 +8,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_hypergrad import vectors
-from lightning_hypergrad.checks import check_choice, check_count, check_positive
+from lightning_hypergrad.arguments import check_choice, check_count, check_positive
+from lightning_hypergrad.engine import vectors
+from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.solvers.base import (
     HVP,
     IHVPSolver,
@@ -22,7 +23,6 @@ from lightning_hypergrad.solvers.base import (
     starting_point,
 )
 from lightning_hypergrad.solvers.spectral import SpectralPreconditioner
-from lightning_hypergrad.vectors import Vector
 
 ACCELERATOR_CHECK_EVERY = 5  # iterations between host checks when a check means waiting for the device
 PRECONDITIONERS = ("none", "spectral")

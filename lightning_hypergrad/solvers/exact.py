@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lightning_hypergrad import vectors
-from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.arguments import check_count
+from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.solvers.base import (
     HVP,
     IHVPSolver,

@@ -10,8 +10,9 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_hypergrad import vectors
-from lightning_hypergrad.checks import check_count, check_positive
+from lightning_hypergrad.arguments import check_count, check_positive
+from lightning_hypergrad.engine import vectors
+from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.solvers.base import (
     HVP,
     IHVPSolver,
@@ -25,7 +26,6 @@ from lightning_hypergrad.solvers.base import (
 )
 from lightning_hypergrad.solvers.lanczos import extreme_eigenvalues
 from lightning_hypergrad.solvers.overshoot import RITZ_MARGIN, smallest_ritz_value
-from lightning_hypergrad.vectors import Vector
 
 
 class Neumann(IHVPSolver):

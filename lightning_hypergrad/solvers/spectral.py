@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_hypergrad import vectors
+from lightning_hypergrad.engine import vectors
+from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.solvers.base import HVP, apply_hvp
-from lightning_hypergrad.vectors import Vector
 
 
 @dataclass(frozen=True)

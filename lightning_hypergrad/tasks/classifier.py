@@ -9,8 +9,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_hypergrad.lightning.module import BilevelLightningModule
 from lightning_hypergrad.models.mlp import MLPClassifier
-from lightning_hypergrad.module import BilevelLightningModule
 
 
 class ClassifierTask(BilevelLightningModule):

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics.text import Perplexity
 
 from lightning_hypergrad.hparams.dropout import ConcreteDropout
-from lightning_hypergrad.module import BilevelLightningModule
+from lightning_hypergrad.lightning.module import BilevelLightningModule
 
 
 class LSTMLanguageModel(BilevelLightningModule):

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchmetrics.functional.classification import binary_auroc
 
-from lightning_hypergrad.checks import check_count
+from lightning_hypergrad.arguments import check_count
 from lightning_hypergrad.hparams.example_weights import ExampleWeights
 from lightning_hypergrad.tasks.classifier import ClassifierTask
 

@@ -1,0 +1,52 @@
+"""Which parts of a vector may be written over in place, and the in-place updates the solvers use."""
+
+from __future__ import annotations
+
+import torch
+
+from lightning_hypergrad.engine import vectors
+
+
+def test_fresh_dense_parts_are_writable_in_any_layout() -> None:
+    transposed = torch.randn(4, 3).t()  # what a Linear layer's weight gradient can look like
+    assert vectors.writable((torch.randn(3), transposed, torch.randn(2, 3, 4).permute(2, 0, 1)), ()) == [True] * 3
+
+
+def test_a_part_of_the_input_passed_straight_through_is_not_writable() -> None:
+    vector = (torch.randn(3), torch.randn(2))
+    assert vectors.writable((vector[1], torch.randn(3)), avoid=vector) == [False, True]
+    assert vectors.writable((vector[0][1:],), avoid=vector) == [False]  # a view into an input part
+
+
+def test_the_same_tensor_twice_is_writable_once() -> None:
+    part = torch.randn(3)
+    assert vectors.writable((part, part, torch.randn(3))) == [True, False, True]
+
+
+def test_an_expanded_view_is_not_writable_but_disjoint_views_of_one_buffer_are() -> None:
+    flat = torch.randn(10)
+    assert vectors.writable((torch.zeros(()).expand(4), torch.ones(1, 3).expand(2, 3))) == [False, False]
+    assert vectors.writable((flat[:4], flat[4:].view(2, 3))) == [True, True]
+    assert vectors.writable((flat[:5], flat[3:8])) == [True, False]  # overlapping views
+    assert vectors.writable((torch.empty(0), torch.empty(0))) == [True, True]  # nothing to overlap
+
+
+def test_owned_copies_only_the_parts_that_are_not_writable() -> None:
+    vector = (torch.randn(3), torch.randn(2))
+    fresh = torch.randn(3)
+    result = vectors.owned((fresh, vector[1], torch.zeros(()).expand(2)), avoid=vector)
+    assert result[0] is fresh
+    assert result[1] is not vector[1] and torch.equal(result[1], vector[1])
+    assert torch.equal(result[2], torch.zeros(2)) and vectors.writable(result, avoid=vector) == [True] * 3
+
+
+def test_in_place_updates_match_their_formulas() -> None:
+    a = (torch.tensor([1.0, 2.0]), torch.tensor([[3.0]]))
+    b = (torch.tensor([0.5, -1.0]), torch.tensor([[2.0]]))
+    step = torch.tensor(0.5)
+    written = vectors.subtract_scaled_into(a, step, tuple(part.clone() for part in b))
+    assert torch.equal(written[0], torch.tensor([0.75, 2.5])) and torch.equal(written[1], torch.tensor([[2.0]]))
+    written = vectors.subtract_scaled_into(a, 2.0, tuple(part.clone() for part in b))
+    assert torch.equal(written[0], torch.tensor([0.0, 4.0])) and torch.equal(written[1], torch.tensor([[-1.0]]))
+    scaled = vectors.scale_(tuple(part.clone() for part in a), step)
+    assert torch.equal(scaled[0], torch.tensor([0.5, 1.0])) and torch.equal(scaled[1], torch.tensor([[1.5]]))
