@@ -1,4 +1,4 @@
-"""What the hyperstep's kernel choices cost and save (see ``loss_evaluation.twice_differentiable_kernels``).
+"""What the hyperstep's kernel choices cost and save (see ``lightning.losses.twice_differentiable_kernels``).
 
 Side by side in one run, interleaved repetitions, medians, ratios only:
 

@@ -7,8 +7,6 @@ still finds its object, and a :class:`DeprecationWarning` names the path to use 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
@@ -29,49 +27,43 @@ MOVED = {
     "lightning_hypergrad.safeguards": (
         "lightning_hypergrad.lightning.decision",
         "lightning_hypergrad.lightning.update",
+        "lightning_hypergrad.lightning.guard",
     ),
-    "lightning_hypergrad.hyper_update": ("lightning_hypergrad.lightning.update",),
+    "lightning_hypergrad.hyper_update": (
+        "lightning_hypergrad.lightning.update",
+        "lightning_hypergrad.lightning.decision",
+    ),
     "lightning_hypergrad.metrics": ("lightning_hypergrad.lightning.records",),
     "lightning_hypergrad.internals": ("lightning_hypergrad.lightning.adapter",),
 }
 
 
 class _ForwardingModule(ModuleType):
-    """An old module: every attribute is looked up in the new modules, first match wins."""
+    """An old module: every attribute is looked up in the new modules (first match wins), with a warning."""
 
     def __init__(self, name: str, targets: tuple[str, ...]) -> None:
         super().__init__(name, f"Moved to {' and '.join(targets)}.")
         self.__dict__["_targets"] = targets
 
     def __getattr__(self, attribute: str) -> object:
-        for target in self.__dict__["_targets"]:
+        targets = self.__dict__["_targets"]
+        if attribute.startswith("__"):  # import machinery and introspection probing, not a user's lookup
+            raise AttributeError(attribute)
+        for target in targets:
             module = importlib.import_module(target)
             if hasattr(module, attribute):
+                warnings.warn(
+                    f"{self.__name__}.{attribute} moved to {target}.{attribute}; import it from there (public "
+                    "names also from lightning_hypergrad). The old path will be removed in a later release.",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
                 return getattr(module, attribute)
         raise AttributeError(f"module {self.__name__!r} has no attribute {attribute!r} (it moved to {self.__doc__})")
 
 
-class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname: str, path: object, target: object = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in MOVED:
-            return None
-        return importlib.machinery.ModuleSpec(fullname, self)
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        targets = MOVED[spec.name]
-        warnings.warn(
-            f"{spec.name} moved to {' and '.join(targets)}; import from there (or the public names from "
-            "lightning_hypergrad). The old path will be removed in a later release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return _ForwardingModule(spec.name, targets)
-
-    def exec_module(self, module: ModuleType) -> None:
-        """Nothing to run: the module forwards its attributes."""
-
-
 def install() -> None:
-    """Put the finder for the old paths first on ``sys.meta_path`` (once)."""
-    if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _MovedModuleFinder())  # before installers' finders, which may know the old files
+    """Register each old path in ``sys.modules`` (never as an attribute of the package: ``lightning_hypergrad.
+    hypergradient`` stays the function), so imports, YAML class paths and pickles written for it resolve."""
+    for old, targets in MOVED.items():
+        sys.modules.setdefault(old, _ForwardingModule(old, targets))

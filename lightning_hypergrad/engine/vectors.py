@@ -29,11 +29,6 @@ def to_working(vector: Sequence[Tensor], copy: bool = True) -> Vector:
     return tuple(part.detach().to(working_dtype(part.dtype), copy=copy) for part in vector)
 
 
-def cast_like(vector: Sequence[Tensor], like: Sequence[Tensor]) -> Vector:
-    """Cast each part to the dtype of the matching part of ``like``."""
-    return tuple(part.to(reference.dtype) for part, reference in zip(vector, like, strict=True))
-
-
 def zeros_like(vector: Sequence[Tensor]) -> Vector:
     """A vector of zeros shaped, typed and placed like ``vector``."""
     return tuple(torch.zeros_like(part) for part in vector)
@@ -179,11 +174,6 @@ def all_finite(a: Sequence[Tensor]) -> Tensor:
     if len(a) == 0:
         return torch.ones((), dtype=torch.bool)
     return torch.stack([torch.isfinite(x).all() for x in a]).all()
-
-
-def where(condition: Tensor, a: Sequence[Tensor], b: Sequence[Tensor]) -> Vector:
-    """Select a (condition true) or b, part by part, without a host sync."""
-    return tuple(torch.where(condition, x, y) for x, y in zip(a, b, strict=True))
 
 
 def flatten(a: Sequence[Tensor]) -> Tensor:

@@ -6,6 +6,7 @@ metrics) and the data flow of one hyperstep.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import torch
@@ -16,9 +17,11 @@ from torch import Tensor
 
 from lightning_hypergrad.arguments import check_choice, check_count, check_non_negative, check_positive
 from lightning_hypergrad.engine import vectors
-from lightning_hypergrad.engine.hypergradient import HypergradientResult, hypergradient_with_solve
-from lightning_hypergrad.lightning import averaging, contract, decision, distributed, records, update
+from lightning_hypergrad.engine.hypergradient import hypergradient_with_solve
+from lightning_hypergrad.engine.vectors import Vector
+from lightning_hypergrad.lightning import averaging, checkpoint, contract, decision, distributed, records, update
 from lightning_hypergrad.lightning.batches import HyperBatches
+from lightning_hypergrad.lightning.decision import HyperstepResult
 from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context, loss_scale
 from lightning_hypergrad.lightning.module import BilevelLightningModule
 from lightning_hypergrad.solvers import IHVPSolver
@@ -30,7 +33,7 @@ class HypergradientCallback(Callback):
     r"""Tunes a BilevelLightningModule's hyperparameters by a hypergradient step every few weight steps.
 
     Every ``every_n_steps`` weight steps (after ``warmup_steps``) the hyperparameters step along their
-    hypergradient (:func:`lightning_hypergrad.engine.hypergradient`), on a batch from ``hyper_dataloader()`` (else
+    hypergradient (:func:`lightning_hypergrad.hypergradient`), on a batch from ``hyper_dataloader()`` (else
     ``val_dataloader()``) and the current (or a fresh) training batch; see ``docs/architecture.md``. It never
     writes the Trainer's state: ``global_step`` counts weight steps only.
 
@@ -48,7 +51,7 @@ class HypergradientCallback(Callback):
             statistics (as validation does); ``"train"`` keeps training behaviour. The training loss is always
             taken in training mode. BatchNorm running statistics are restored after every hyperstep.
         max_hypergradient_norm: rescale the hypergradient (all hyperparameters together) to at most this 2-norm.
-        damping: μ ``>= 0``: solve with ``H + μI`` (see :func:`~lightning_hypergrad.engine.hypergradient`).
+        damping: μ ``>= 0``: solve with ``H + μI`` (see :func:`~lightning_hypergrad.hypergradient`).
         warm_start: start each solve from the previous hyperstep's solution.
         alpha_from_learning_rate: give the solver's ``alpha`` the weight optimizer's current learning rate on
             every hyperstep (Neumann's series then mirrors unrolled gradient descent with that step).
@@ -111,17 +114,15 @@ class HypergradientCallback(Callback):
         self.warm_start_solution: list[Tensor] | None = None
         self.last_applied_hypergradients: list[Tensor] | None = None
         self.history: list[dict[str, Any]] = []  # bounded: see the class docstring
-        self._pending_state: dict[str, Any] | None = None
+        self.pending_state: dict[str, Any] | None = None  # from a checkpoint, until the optimizers exist
         self._influence_checked = self._zero_warned = False
-        self._last_validation_loss: float | None = None
-        self._loss_problem: str | None = None  # why this hyperstep cannot be computed (safeguards)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         contract.check_bilevel_module(pl_module)
         distributed.check_strategy(trainer.strategy)
-        decision.check_solver_size(self.solver, contract.bilevel(pl_module).weight_parameters())
+        update.check_solver_size(self.solver, contract.bilevel(pl_module).weight_parameters())
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         named = contract.check_bilevel_module(pl_module, trainer.optimizers)
@@ -130,12 +131,7 @@ class HypergradientCallback(Callback):
         self.hyper_optimizer, self.hyper_lr_scheduler = update.build_hyper_optimizer(
             self.hyper_optimizer_factory, self.hyper_lr_scheduler_factory, hyperparameters
         )
-        if self._pending_state is not None:
-            update.load_optimizer_state(self.hyper_optimizer, self.hyper_lr_scheduler, self._pending_state)
-            if self.warm_start_solution is not None:
-                weights = contract.bilevel(pl_module).weight_parameters()
-                self.warm_start_solution = [part.to(w.device) for part, w in zip(self.warm_start_solution, weights)]
-            self._pending_state = None
+        checkpoint.restore_pending_state(self, contract.bilevel(pl_module))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.batches.start(trainer, pl_module)
@@ -157,16 +153,14 @@ class HypergradientCallback(Callback):
         train_batch = self.batches.next_train(trainer) if self.train_batch == "fresh" else batch
         learning_rate = records.learning_rate(self.hyper_optimizer)  # before the scheduler steps
         result = self.compute_hypergradient(trainer, module, train_batch, self.batches.next_hyper(trainer))
-        failed = not result.solve.converged
-        hypergradients, failed = distributed.agree_on_hypergradients(result.hypergradients, failed, self.sync)
+        hypergradients, failed = distributed.agree_on_hypergradients(
+            result.hypergradients, not result.solve.converged, self.sync
+        )
         norm = vectors.norm(hypergradients)
-        reason = self._loss_problem or update.skip_reason(result, norm, failed, self.solver)
         named = module.named_hyperparameters()
-        if reason is None:
-            clipped = update.clip_to_norm(hypergradients, norm, self.max_hypergradient_norm)
-            self.last_applied_hypergradients = [gradient.detach().clone() for gradient in clipped]
-            options = (self.hyper_optimizer, self.hyper_lr_scheduler, self._last_validation_loss, self.check_sync)
-            reason = update.apply_hypergradients(module, clipped, *options, named=named)
+        clipped = update.clip_to_norm(hypergradients, norm, self.max_hypergradient_norm)
+        take = functools.partial(self.apply, module, clipped, named, result.validation_loss)
+        reason = decision.decide(result, norm, failed, take)
         if reason is None:
             averaging.keep_hyperparameters_out_of_averages(trainer, module)
             if self.warm_start:
@@ -176,72 +170,80 @@ class HypergradientCallback(Callback):
         else:
             self.skipped += 1
             self.warm_start_solution = None  # a start from a failed hyperstep would fail the same way
-            rank_zero_warn(update.skip_warning(trainer.global_step, reason, self.skipped))
-        self._record(trainer, named, result, norm, reason is None, learning_rate)
+            rank_zero_warn(decision.skip_warning(trainer.global_step, reason, self.skipped))
+        self._record(trainer, named, result, norm, applied=reason is None, learning_rate=learning_rate)
         return reason is None
+
+    def apply(
+        self, module: BilevelLightningModule, hypergradients: Vector, named: Any, loss: float | None
+    ) -> str | None:
+        """Step λ along the (clipped) ``hypergradients``; returns why the step was undone (λ non-finite), or None."""
+        self.last_applied_hypergradients = [gradient.detach().clone() for gradient in hypergradients]
+        return update.apply_hypergradients(
+            module,
+            hypergradients,
+            optimizer=self.hyper_optimizer,
+            scheduler=self.hyper_lr_scheduler,
+            validation_loss=loss,
+            check_sync=self.check_sync,
+            named=named,
+        )
 
     def compute_hypergradient(
         self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any
-    ) -> HypergradientResult:
-        """The hypergradient on these (device) batches at the module's current weights.
+    ) -> HyperstepResult:
+        """The hypergradient on these (device) batches at the module's current weights, with the solver that ran
+        and the validation loss.
 
-        Leaves weights, hyperparameters, buffers and train/eval modes as they were; non-finite losses give a failed
-        result (:func:`~lightning_hypergrad.lightning.decision.precheck`).
+        Leaves weights, hyperparameters, buffers and train/eval modes as they were; non-finite losses give a result
+        that carries the problem and no solve (:func:`~lightning_hypergrad.lightning.decision.loss_problem`).
         """
         named = module.named_hyperparameters()
         with hyperstep_context(module):
             train_loss, validation_loss = evaluate_losses(
                 module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode
             )
-            self._loss_problem = decision.precheck(module, train_loss, validation_loss, self.alpha_from_learning_rate)
-            self._last_validation_loss = float(validation_loss.detach())
-            if self._loss_problem is not None:
-                return decision.skipped_result(module.weight_parameters(), named)
+            problem = decision.loss_problem(module, train_loss, validation_loss, self.alpha_from_learning_rate)
+            validation_value = float(validation_loss.detach())
+            if problem is not None:
+                return decision.unsolved_result(module.weight_parameters(), named, validation_value, problem)
             if not self._influence_checked:
                 self._influence_checked = contract.warn_about_idle_hyperparameters(module, train_loss, named)
+            solver = update.solver_for_step(self.solver, self.alpha_from_learning_rate, trainer)
             losses = [train_loss, validation_loss]
             del train_loss, validation_loss  # handed over: the solve frees what g's graph does not need of theirs
-            return hypergradient_with_solve(
+            result = hypergradient_with_solve(
                 losses.pop(0),
                 losses.pop(0),
                 module.weight_parameters(),
                 [parameter for _, parameter in named],
-                update.solver_for_step(self.solver, self.alpha_from_learning_rate, trainer),
+                solver,
                 damping=self.damping,
                 loss_scale=loss_scale(trainer.precision_plugin),
                 average=distributed.product_averaging(self.sync),
                 initial=self.warm_start_solution if self.warm_start else None,
             )
+        return HyperstepResult.of(result, solver=solver, validation_loss=validation_value)
 
     def state_dict(self) -> dict[str, Any]:
-        optimizer, scheduler = self.hyper_optimizer, self.hyper_lr_scheduler
-        return {
-            "taken": self.taken,
-            "skipped": self.skipped,
-            "last_step_seen": self.last_step_seen,
-            **self.batches.state_dict(),
-            "warm_start_solution": self.warm_start_solution,
-            "history": self.history,
-            "hyper_optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "hyper_lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "solver": self.solver.state_dict(),
-        }
+        return checkpoint.callback_state(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Defaults keep checkpoints written by older versions loadable.
-        self.taken = state_dict.get("taken", 0)
-        self.skipped = state_dict.get("skipped", 0)
-        self.last_step_seen = state_dict.get("last_step_seen", -1)
-        self.warm_start_solution = state_dict.get("warm_start_solution")
-        self.history = [records.record_from_logged(entry) for entry in state_dict.get("history", [])]
-        if state_dict.get("solver") is not None:
-            self.solver.load_state_dict(state_dict["solver"])
-        self.batches.load_state_dict(state_dict)
-        self._pending_state = dict(state_dict)  # the optimizers' state applies once they exist (on_fit_start)
+        checkpoint.load_callback_state(self, state_dict)
 
-    def _record(self, trainer: Trainer, named: Any, result: Any, norm: Tensor, applied: bool, rate: Any) -> None:
-        counts = {"taken": self.taken, "skipped": self.skipped, "learning_rate": rate}
-        loss = self._last_validation_loss
-        record = records.hyperstep_record(result, named, trainer.global_step, applied, float(norm), loss, **counts)
+    def _record(
+        self, trainer: Trainer, named: Any, result: HyperstepResult, norm: Tensor, *, applied: bool, learning_rate: Any
+    ) -> None:
+        record = records.hyperstep_record(
+            result,
+            named,
+            trainer.global_step,
+            applied,
+            float(norm),
+            result.validation_loss,
+            taken=self.taken,
+            skipped=self.skipped,
+            learning_rate=learning_rate,
+        )
         records.log_hyperstep(trainer, record)
         records.append_bounded(self.history, records.as_history_entry(record), HISTORY_LIMIT)

@@ -1,26 +1,59 @@
-"""What keeps a numerical failure from reaching the weights or λ: checks before a solve, after a step, and the advice.
+"""The one decision of a hyperstep: take it or skip it, and why.
 
-Each check returns the reason for a skip as one sentence (the cause, then a remedy) or None; the callback skips
-the hyperstep with a :class:`~lightning_hypergrad.HypergradientWarning` quoting it. Under several processes every
-decision is agreed on (one small all-reduce), so all processes skip together.
+:func:`decide` weighs, in order, the losses (a NaN/inf loss or an unusable α: no solve ran), the solve that ran
+(its remedy comes from the solver that actually solved this step), the hypergradient (non-finite), and finally the
+step itself (taken under a :class:`~lightning_hypergrad.lightning.guard.StepGuard`, which undoes it if λ became
+non-finite). Every reason is one sentence, the cause then a remedy, quoted by the skip warning. Under several
+processes each input is agreed on first (one small all-reduce), so all processes decide alike.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lightning_hypergrad.engine.hypergradient import HypergradientResult, HypergradientWarning
 from lightning_hypergrad.lightning import contract, distributed
 from lightning_hypergrad.solvers import IHVPSolver
 from lightning_hypergrad.solvers.base import SolveResult, SolveStatus
+
+
+@dataclass(frozen=True)
+class HyperstepResult(HypergradientResult):
+    """A hyperstep's :class:`~lightning_hypergrad.HypergradientResult` with what the decision needs besides it.
+
+    Attributes:
+        hypergradients: as in :class:`~lightning_hypergrad.HypergradientResult` (zeros when no solve ran).
+        direct: as in :class:`~lightning_hypergrad.HypergradientResult`.
+        solve: as in :class:`~lightning_hypergrad.HypergradientResult`.
+        train_gradient_norm: as in :class:`~lightning_hypergrad.HypergradientResult`.
+        solver: the solver that ran this step: the callback's, or its copy with α set from the weights' learning
+            rate (``alpha_from_learning_rate``); its advice is the one a failed solve needs.
+        validation_loss: the hyper batch's validation loss, or ``None`` when unknown.
+        loss_problem: why no solve could run (:func:`loss_problem`), else ``None``.
+    """
+
+    solver: IHVPSolver | None = None
+    validation_loss: float | None = None
+    loss_problem: str | None = None
+
+    @classmethod
+    def of(cls, result: HypergradientResult, solver: IHVPSolver, validation_loss: float | None) -> HyperstepResult:
+        """``result`` with the solver that produced it and the validation loss it differentiated."""
+        return cls(
+            hypergradients=result.hypergradients,
+            direct=result.direct,
+            solve=result.solve,
+            train_gradient_norm=result.train_gradient_norm,
+            solver=solver,
+            validation_loss=validation_loss,
+        )
 
 
 def loss_failure(module: nn.Module, train_loss: object, validation_loss: object) -> str | None:
@@ -43,18 +76,18 @@ def loss_failure(module: nn.Module, train_loss: object, validation_loss: object)
     return None
 
 
-def precheck(module: Any, train_loss: object, validation_loss: object, alpha_from_learning_rate: bool) -> str | None:
+def loss_problem(
+    module: Any, train_loss: object, validation_loss: object, alpha_from_learning_rate: bool
+) -> str | None:
     """Why this hyperstep cannot be computed (:func:`loss_failure`, :func:`learning_rate_failure`), or None."""
     failure = loss_failure(module, train_loss, validation_loss)
     if failure is None and alpha_from_learning_rate:
-        failure = learning_rate_failure(alpha_from_learning_rate, module.trainer)
+        failure = learning_rate_failure(module.trainer)
     return failure
 
 
-def learning_rate_failure(alpha_from_learning_rate: bool, trainer: Any) -> str | None:
+def learning_rate_failure(trainer: Any) -> str | None:
     """Why α cannot follow the weights' learning rate now (it is 0, negative or not finite), or None."""
-    if not alpha_from_learning_rate:
-        return None
     rate = float(trainer.optimizers[0].param_groups[0]["lr"])
     if math.isfinite(rate) and rate > 0:
         return None
@@ -65,8 +98,11 @@ def learning_rate_failure(alpha_from_learning_rate: bool, trainer: Any) -> str |
     )
 
 
-def skipped_result(weights: Sequence[Tensor], named: Sequence[tuple[str, Tensor]]) -> HypergradientResult:
-    """A result that carries no hypergradient: zeros, a failed solve with a NaN residual and no products."""
+def unsolved_result(
+    weights: Sequence[Tensor], named: Sequence[tuple[str, Tensor]], validation_loss: float | None, problem: str
+) -> HyperstepResult:
+    """The result of a hyperstep whose losses forbade a solve: zeros, a failed solve with a NaN residual and no
+    products, and the ``problem``."""
     hyperparameters = [parameter for _, parameter in named]
     zeros = tuple(torch.zeros_like(parameter, memory_format=torch.contiguous_format) for parameter in hyperparameters)
     solve = SolveResult(
@@ -77,82 +113,54 @@ def skipped_result(weights: Sequence[Tensor], named: Sequence[tuple[str, Tensor]
         status=SolveStatus.DIVERGED,
         hvp_count=0,
     )
-    return HypergradientResult(hypergradients=zeros, direct=zeros, solve=solve, train_gradient_norm=torch.tensor(0.0))
+    return HyperstepResult(
+        hypergradients=zeros,
+        direct=zeros,
+        solve=solve,
+        train_gradient_norm=torch.tensor(0.0),
+        validation_loss=validation_loss,
+        loss_problem=problem,
+    )
 
 
-def solver_advice(solver: IHVPSolver, solve: SolveResult) -> str:
-    """What to change when ``solver``'s solve failed: its own :meth:`~lightning_hypergrad.solvers.IHVPSolver.failure_advice`."""
-    return solver.failure_advice(solve)
-
-
-class StepGuard:
-    """Snapshot of λ and the hyper optimizer's (and scheduler's) state, to restore if a step makes λ non-finite.
-
-    ``Adam(eps=0)`` given an exact-zero hypergradient computes 0/0; a projection may write NaN. Either would
-    reach the weights through the next training loss. :meth:`check` names the culprit and restores everything.
-
-    Args:
-        named: the ``(name, parameter)`` hyperparameters to snapshot.
-        optimizer: the hyper optimizer, whose ``state_dict`` is snapshotted.
-        scheduler: its learning-rate scheduler, or ``None``.
-    """
-
-    def __init__(self, named: Sequence[tuple[str, nn.Parameter]], optimizer: Any, scheduler: Any) -> None:
-        self.named, self.optimizer, self.scheduler = named, optimizer, scheduler
-        self.values = [parameter.detach().clone() for _, parameter in named]
-        self.optimizer_state = _snapshot(optimizer.state_dict())
-        self.scheduler_state = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
-
-    def check(self, after: str) -> str | None:
-        """None if every hyperparameter is finite; else restore the snapshot and return the reason."""
-        finite = torch.stack([torch.isfinite(parameter.detach()).all() for _, parameter in self.named]).tolist()
-        bad = [name for (name, _), ok in zip(self.named, finite) if not ok]  # one host sync for all of them
-        if not bad:
-            return None
-        with torch.no_grad():
-            for (_, parameter), value in zip(self.named, self.values):
-                parameter.copy_(value)
-        self.optimizer.load_state_dict(self.optimizer_state)
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(self.scheduler_state)
-        if after == "projection":
-            return (
-                f"project_hyperparameters() wrote non-finite values into {bad}; they were restored. Make the "
-                "projection finite (clamp into a closed range, avoid log/0 there)"
-            )
+def skip_reason(result: HyperstepResult, hypergradient_norm: Tensor, failed_anywhere: bool) -> str | None:
+    """Why this hypergradient must not be applied, with a remedy, or None: its losses, a failed solve (here or on
+    another process; the remedy is ``result.solver``'s), or a non-finite hypergradient."""
+    if result.loss_problem is not None:
+        return result.loss_problem
+    if failed_anywhere:
+        solve = result.solve
+        if solve.converged:
+            return "the solve failed on another process; see that process's batch"
+        advice = result.solver.failure_advice(solve) if result.solver is not None else "consider damping"
+        return f"the solve failed ({solve.status.value}, residual {float(solve.residual_norm):.3g}); {advice}"
+    if not bool(torch.isfinite(hypergradient_norm)):
         return (
-            f"the hyper optimizer's step ({type(self.optimizer).__name__}) made {bad} non-finite; they and its "
-            "state were restored. With Adam-like optimizers keep eps > 0 (eps=0 divides 0 by 0 on an exact-zero "
-            "hypergradient), or lower the hyper learning rate"
+            "the hypergradient is not finite although the solve succeeded (the mixed term overflowed: an "
+            "exponential of a large hyperparameter?); keep hyperparameters in range with project_hyperparameters "
+            "or set max_hypergradient_norm"
         )
+    return None
 
 
-def _snapshot(state: Any) -> Any:
-    """A copy of an optimizer's ``state_dict`` that the step cannot change: tensors cloned, containers rebuilt.
+def decide(
+    result: HyperstepResult, hypergradient_norm: Tensor, failed_anywhere: bool, take: Callable[[], str | None]
+) -> str | None:
+    """Take the hyperstep unless :func:`skip_reason` forbids it; returns why it was skipped, or None if taken.
 
-    What ``copy.deepcopy`` gives, at a fraction of its cost per hyperstep (no memo of every leaf).
+    ``take`` applies the step under a :class:`~lightning_hypergrad.lightning.guard.StepGuard` and returns the
+    guard's reason when it had to undo the step (λ left non-finite), else None.
     """
-    if isinstance(state, Tensor):
-        return state.clone()
-    if type(state) is dict:
-        return {key: _snapshot(value) for key, value in state.items()}
-    if type(state) in (list, tuple):
-        return type(state)(_snapshot(value) for value in state)
-    return copy.deepcopy(state)  # numbers, strings, None, and any other container an optimizer keeps
+    reason = skip_reason(result, hypergradient_norm, failed_anywhere)
+    return reason if reason is not None else take()
 
 
-def step_scheduler(scheduler: Any, validation_loss: float | None, device: torch.device) -> None:
-    """One step of the hyper scheduler; ``ReduceLROnPlateau`` is stepped with the hyperstep's validation loss,
-    averaged over processes so that every process lowers the rate at the same hyperstep."""
-    if scheduler is None:
-        return
-    if not isinstance(scheduler, ReduceLROnPlateau):
-        scheduler.step()
-        return
-    if validation_loss is None:
-        raise ValueError("ReduceLROnPlateau as hyper_lr_scheduler needs the hyperstep's validation loss.")
-    (averaged,) = distributed.all_reduce_mean([torch.tensor([validation_loss], dtype=torch.float64, device=device)])
-    scheduler.step(float(averaged))
+def skip_warning(step: int, reason: str, skipped: int) -> HypergradientWarning:
+    """The warning for a skipped hyperstep: when, why, and what to try (``reason`` carries cause and remedy)."""
+    return HypergradientWarning(
+        f"Skipped the hyperstep at step {step}: {reason.rstrip('.')}. Hyperparameters are unchanged "
+        f"({skipped} skipped so far)."
+    )
 
 
 def warn_once_if_zero(hypergradients: Sequence[Tensor], module: nn.Module) -> bool:
@@ -166,19 +174,3 @@ def warn_once_if_zero(hypergradients: Sequence[Tensor], module: nn.Module) -> bo
         category=HypergradientWarning,
     )
     return True
-
-
-def check_solver_size(solver: IHVPSolver, weights: Sequence[Tensor]) -> None:
-    """Refuse, at setup, a solver that cannot take this many weights (``Exact(max_size)``), not at the first
-    hyperstep after warm-up; uses the solver's ``check_size`` where it has one."""
-    size = sum(weight.numel() for weight in weights)
-    check = getattr(solver, "check_size", None)
-    if callable(check):
-        check(size)
-        return
-    limit = getattr(solver, "max_size", None)
-    if isinstance(limit, int) and size > limit:
-        raise ValueError(
-            f"{type(solver).__name__}(max_size={limit}) refuses this module's P={size} weights: it would form a "
-            f"dense {size}x{size} Hessian. Use ConjugateGradient or Neumann, or raise max_size."
-        )

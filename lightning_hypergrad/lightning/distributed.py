@@ -75,7 +75,7 @@ def check_strategy(strategy: object) -> None:
 
 
 def product_averaging(sync: str) -> Callable[[Sequence[Tensor]], Sequence[Tensor]] | None:
-    """The ``average`` argument of :func:`~lightning_hypergrad.engine.hypergradient` for a callback ``sync`` mode.
+    """The ``average`` argument of :func:`~lightning_hypergrad.hypergradient` for a callback ``sync`` mode.
 
     ``"hvp"`` with several processes averages the validation gradient and every product (:func:`all_reduce_mean`);
     otherwise nothing is averaged inside the solve.

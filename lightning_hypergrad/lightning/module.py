@@ -15,7 +15,7 @@ from lightning_hypergrad.lightning import adapter, contract, distributed, weight
 from lightning_hypergrad.lightning.batches import validation_metric_name
 
 
-class BilevelLightningModule(LightningModule):
+class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDDP):
     """A LightningModule whose weights train on ``training_loss`` while a callback tunes ``hyperparameters()``.
 
     Implement:
@@ -51,9 +51,6 @@ class BilevelLightningModule(LightningModule):
     loaders) or ``validation_loss/dataloader_idx_<k>`` (a list). A ``ReduceLROnPlateau`` steps with the metric
     named by its ``monitor`` (default ``validation_loss``), whichever form ``configure_optimizers`` returns.
     """
-
-    # DDP must not wait for hyperparameter gradients the weights' backward never produces (see adapter).
-    _ddp_params_and_buffers_to_ignore = adapter.DDPIgnoresHyperparameters()
 
     def __init__(
         self,

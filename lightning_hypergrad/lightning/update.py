@@ -1,5 +1,5 @@
-"""Turning a hypergradient into a hyperparameter step: the solver per step, the hyper optimizer, the skip rule,
-clipping, projection."""
+"""Turning a hypergradient into a hyperparameter step (clipping, the hyper optimizer and scheduler, the module's
+projection), and building and checking what the callback was given for it (solver, optimizer factories)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lightning_hypergrad.engine import vectors
-from lightning_hypergrad.engine.hypergradient import HypergradientResult, HypergradientWarning
 from lightning_hypergrad.engine.vectors import Vector
-from lightning_hypergrad.lightning import decision, distributed
+from lightning_hypergrad.lightning import distributed
+from lightning_hypergrad.lightning.guard import StepGuard
 from lightning_hypergrad.solvers import IHVPSolver, Neumann
 
 DEFAULT_HYPER_LEARNING_RATE = 1e-2
@@ -77,26 +77,6 @@ def build_hyper_optimizer(
     return optimizer, scheduler
 
 
-def skip_reason(
-    result: HypergradientResult, norm: Tensor, failed_anywhere: bool, solver: IHVPSolver | None = None
-) -> str | None:
-    """Why this hypergradient must not be applied, with a remedy, or None: a failed solve (here or on another
-    process; the remedy fits ``solver``) or a non-finite hypergradient."""
-    if failed_anywhere:
-        if result.solve.converged:
-            return "the solve failed on another process; see that process's batch"
-        solve = result.solve
-        advice = decision.solver_advice(solver, solve) if solver is not None else "consider damping"
-        return f"the solve failed ({solve.status.value}, residual {float(solve.residual_norm):.3g}); {advice}"
-    if not bool(torch.isfinite(norm)):
-        return (
-            "the hypergradient is not finite although the solve succeeded (the mixed term overflowed: an "
-            "exponential of a large hyperparameter?); keep hyperparameters in range with project_hyperparameters "
-            "or set max_hypergradient_norm"
-        )
-    return None
-
-
 def clip_to_norm(hypergradients: Sequence[Tensor], norm: Tensor, max_norm: float | None) -> Vector:
     """Rescale all hypergradients together to a 2-norm of at most ``max_norm`` (None: unchanged)."""
     if max_norm is not None and float(norm) > max_norm:
@@ -107,6 +87,7 @@ def clip_to_norm(hypergradients: Sequence[Tensor], norm: Tensor, max_norm: float
 def apply_hypergradients(
     module: Any,
     hypergradients: Sequence[Tensor],
+    *,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     validation_loss: float | None = None,
@@ -117,19 +98,19 @@ def apply_hypergradients(
 
     Returns None, or why the step was undone: when the optimizer's step or the projection leaves a non-finite
     hyperparameter, λ and the optimizer's and scheduler's states are restored
-    (:class:`~lightning_hypergrad.lightning.decision.StepGuard`). ``check_sync`` then verifies that all processes hold
+    (:class:`~lightning_hypergrad.lightning.guard.StepGuard`). ``check_sync`` then verifies that all processes hold
     the same hyperparameters (:func:`~lightning_hypergrad.lightning.distributed.check_identical`). ``named``: the
     module's ``named_hyperparameters()`` when the caller already has them.
     """
     named = module.named_hyperparameters() if named is None else named
-    guard = decision.StepGuard(named, optimizer, scheduler)
+    guard = StepGuard(named, optimizer, scheduler)
     for (_, parameter), gradient in zip(named, hypergradients):
         parameter.grad = gradient.to(parameter.dtype)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     undone = guard.check(after="optimizer")
     if undone is None:
-        decision.step_scheduler(scheduler, validation_loss, named[0][1].device)
+        step_scheduler(scheduler, validation_loss, named[0][1].device)
         with torch.no_grad():
             module.project_hyperparameters()
         undone = guard.check(after="projection")
@@ -147,9 +128,31 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, state
         scheduler.load_state_dict(state["hyper_lr_scheduler"])
 
 
-def skip_warning(step: int, reason: str, skipped: int) -> HypergradientWarning:
-    """The warning for a skipped hyperstep: when, why, and what to try (``reason`` carries cause and remedy)."""
-    return HypergradientWarning(
-        f"Skipped the hyperstep at step {step}: {reason.rstrip('.')}. Hyperparameters are unchanged "
-        f"({skipped} skipped so far)."
-    )
+def step_scheduler(scheduler: Any, validation_loss: float | None, device: torch.device) -> None:
+    """One step of the hyper scheduler; ``ReduceLROnPlateau`` is stepped with the hyperstep's validation loss,
+    averaged over processes so that every process lowers the rate at the same hyperstep."""
+    if scheduler is None:
+        return
+    if not isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step()
+        return
+    if validation_loss is None:
+        raise ValueError("ReduceLROnPlateau as hyper_lr_scheduler needs the hyperstep's validation loss.")
+    (averaged,) = distributed.all_reduce_mean([torch.tensor([validation_loss], dtype=torch.float64, device=device)])
+    scheduler.step(float(averaged))
+
+
+def check_solver_size(solver: IHVPSolver, weights: Sequence[Tensor]) -> None:
+    """Refuse, at setup, a solver that cannot take this many weights (``Exact(max_size)``), not at the first
+    hyperstep after warm-up; uses the solver's ``check_size`` where it has one."""
+    size = sum(weight.numel() for weight in weights)
+    check = getattr(solver, "check_size", None)
+    if callable(check):
+        check(size)
+        return
+    limit = getattr(solver, "max_size", None)
+    if isinstance(limit, int) and size > limit:
+        raise ValueError(
+            f"{type(solver).__name__}(max_size={limit}) refuses this module's P={size} weights: it would form a "
+            f"dense {size}x{size} Hessian. Use ConjugateGradient or Neumann, or raise max_size."
+        )

@@ -38,7 +38,7 @@ def completes_accumulation(trainer: Trainer, batch_idx: int, accumulate_grad_bat
     batches = trainer.num_training_batches
     if isinstance(batches, int) and batch_idx + 1 == batches:
         return True
-    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+    return adapter.is_last_batch(trainer)
 
 
 def recomputing_batch_norm(trainer: Trainer) -> bool:

@@ -11,17 +11,8 @@ from torch import Tensor
 from lightning_hypergrad.arguments import check_choice, check_count, check_positive
 from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.vectors import Vector
-from lightning_hypergrad.solvers.base import (
-    HVP,
-    IHVPSolver,
-    SolveResult,
-    SolveStatus,
-    Start,
-    apply_hvp,
-    finish,
-    receive,
-    starting_point,
-)
+from lightning_hypergrad.solvers.base import HVP, IHVPSolver, SolveResult, SolveStatus
+from lightning_hypergrad.solvers.plumbing import Start, apply_hvp, finish, receive, starting_point
 from lightning_hypergrad.solvers.spectral import SpectralPreconditioner
 
 ACCELERATOR_CHECK_EVERY = 5  # iterations between host checks when a check means waiting for the device

@@ -9,16 +9,8 @@ from torch import Tensor
 
 from lightning_hypergrad.arguments import check_count
 from lightning_hypergrad.engine import vectors
-from lightning_hypergrad.solvers.base import (
-    HVP,
-    IHVPSolver,
-    SolveResult,
-    SolveStatus,
-    apply_hvp,
-    check_initial,
-    finish,
-    receive,
-)
+from lightning_hypergrad.solvers.base import HVP, IHVPSolver, SolveResult, SolveStatus
+from lightning_hypergrad.solvers.plumbing import apply_hvp, check_initial, finish, receive
 
 
 class Exact(IHVPSolver):

@@ -9,15 +9,8 @@ from torch import Tensor
 
 from lightning_hypergrad.arguments import check_positive
 from lightning_hypergrad.engine import vectors
-from lightning_hypergrad.solvers.base import (
-    HVP,
-    IHVPSolver,
-    SolveResult,
-    SolveStatus,
-    finish,
-    receive,
-    starting_point,
-)
+from lightning_hypergrad.solvers.base import HVP, IHVPSolver, SolveResult, SolveStatus
+from lightning_hypergrad.solvers.plumbing import finish, receive, starting_point
 
 
 class Identity(IHVPSolver):

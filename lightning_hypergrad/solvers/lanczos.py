@@ -9,7 +9,8 @@ from torch import Tensor
 
 from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.vectors import Vector
-from lightning_hypergrad.solvers.base import HVP, apply_hvp
+from lightning_hypergrad.solvers.base import HVP
+from lightning_hypergrad.solvers.plumbing import apply_hvp
 
 BREAKDOWN_TOLERANCE = 64  # β below this many ulps of ‖H q_j‖ means q_j spans an invariant subspace
 

@@ -13,19 +13,10 @@ from torch import Tensor
 from lightning_hypergrad.arguments import check_count, check_positive
 from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.vectors import Vector
-from lightning_hypergrad.solvers.base import (
-    HVP,
-    IHVPSolver,
-    SolveResult,
-    SolveStatus,
-    Start,
-    apply_hvp,
-    finish,
-    receive,
-    starting_point,
-)
+from lightning_hypergrad.solvers.base import HVP, IHVPSolver, SolveResult, SolveStatus
 from lightning_hypergrad.solvers.lanczos import extreme_eigenvalues
 from lightning_hypergrad.solvers.overshoot import RITZ_MARGIN, smallest_ritz_value
+from lightning_hypergrad.solvers.plumbing import Start, apply_hvp, finish, receive, starting_point
 
 
 class Neumann(IHVPSolver):

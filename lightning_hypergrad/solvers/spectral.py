@@ -10,7 +10,8 @@ from torch import Tensor
 
 from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.vectors import Vector
-from lightning_hypergrad.solvers.base import HVP, apply_hvp
+from lightning_hypergrad.solvers.base import HVP
+from lightning_hypergrad.solvers.plumbing import apply_hvp
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_hypergrad import HypergradientCallback, HypergradientWarning
-from lightning_hypergrad.engine.hypergradient import HypergradientResult
-from lightning_hypergrad.lightning import update
+from lightning_hypergrad.lightning import decision
+from lightning_hypergrad.lightning.decision import HyperstepResult
 from lightning_hypergrad.solvers import ConjugateGradient, Exact, Identity, Neumann
 from lightning_hypergrad.solvers.base import SolveResult, SolveStatus
 from tests.lightning_helpers import TinyBilevel, digits, make_trainer
@@ -199,10 +199,10 @@ def test_a_projection_that_writes_nan_is_undone() -> None:
     assert all_finite(model)
 
 
-def failed(status: SolveStatus, residual: float = 1.0) -> HypergradientResult:
+def failed(status: SolveStatus, residual: float = 1.0, solver=None) -> HyperstepResult:
     zeros = (torch.zeros(2),)
     solve = SolveResult(zeros, 3, torch.tensor(residual), False, status, 3)
-    return HypergradientResult(zeros, zeros, solve, torch.tensor(0.0))
+    return HyperstepResult(zeros, zeros, solve, torch.tensor(0.0), solver=solver)
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,7 @@ def failed(status: SolveStatus, residual: float = 1.0) -> HypergradientResult:
     ],
 )
 def test_skip_warnings_name_a_remedy_that_fits_the_solver(solver, status, residual, advice) -> None:
-    reason = update.skip_reason(failed(status, residual), torch.tensor(0.0), True, solver)
+    reason = decision.skip_reason(failed(status, residual, solver), torch.tensor(0.0), True)
     assert advice in reason
     if "auto" in advice or "damping" in advice:
         assert "use alpha='auto'" not in reason
@@ -227,7 +227,7 @@ def test_a_solver_s_own_failure_advice_is_used() -> None:
         def failure_advice(self, result: SolveResult) -> str:
             return f"advice for {result.status.value}"
 
-    reason = update.skip_reason(failed(SolveStatus.DIVERGED), torch.tensor(0.0), True, Advising())
+    reason = decision.skip_reason(failed(SolveStatus.DIVERGED, solver=Advising()), torch.tensor(0.0), True)
     assert reason.endswith("advice for diverged")
 
 

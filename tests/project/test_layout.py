@@ -1,16 +1,16 @@
-"""Size limits that keep each unit readable, and Lightning's private attributes confined to one adapter."""
+"""The package's shape: few top-level modules, units small enough to read (the adapter's own test is in
+``tests/lightning/test_adapter.py``; the engine's independence from Lightning in ``tests/engine/test_imports.py``)."""
 
 from __future__ import annotations
 
 import ast
-import inspect
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[2] / "lightning_hypergrad"
 MAX_FILE_LINES = 300
 MAX_FUNCTION_LINES = 60
 MAX_CALLBACK_LINES = 250
-PRIVATE_ADAPTER = PACKAGE / "lightning" / "adapter.py"
+MAX_TOP_LEVEL_MODULES = 6  # besides __init__.py and __main__.py
 
 
 def package_files() -> list[Path]:
@@ -42,40 +42,8 @@ def test_no_function_is_longer_than_the_limit() -> None:
     assert long == []
 
 
-NAMED_TUPLE_API = {"_replace", "_asdict", "_fields"}  # public methods of typing.NamedTuple, underscored by design
-
-
-def test_private_attributes_of_other_objects_are_read_only_in_the_adapter() -> None:
-    """``x._name`` where x is not ``self``/``cls`` (our own privates) appears only in lightning/adapter.py."""
-    found = []
-    for path in package_files():
-        if path == PRIVATE_ADAPTER:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                if node.attr in NAMED_TUPLE_API:
-                    continue
-                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
-                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} .{node.attr}")
-    assert found == []
-
-
-def test_the_adapter_still_finds_the_private_attributes_it_relies_on() -> None:
-    from lightning.pytorch import Trainer
-    from torch.nn.parallel import DistributedDataParallel
-
-    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    assert hasattr(trainer.fit_loop.epoch_loop.val_loop, "_data_source")
-    source = inspect.getsource(DistributedDataParallel)
-    assert "module._ddp_params_and_buffers_to_ignore" in source  # read from the wrapped module
-    assert 'f"{module_name}.{param_name}" not in self.parameters_to_ignore' in source  # the reducer's spelling
-
-
-def test_the_adapter_still_finds_the_weight_averaging_attributes_it_relies_on() -> None:
-    from lightning.pytorch import Trainer
-    from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging
-
-    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    assert trainer.fit_loop._skip_backward is False  # SWA's BatchNorm epoch sets it
-    assert StochasticWeightAveraging(swa_lrs=0.1)._average_model is None
-    assert EMAWeightAveraging()._average_model is None
+def test_the_top_level_holds_few_modules_and_each_layer_is_a_package() -> None:
+    modules = sorted(path.name for path in PACKAGE.glob("*.py") if path.name not in ("__init__.py", "__main__.py"))
+    assert len(modules) <= MAX_TOP_LEVEL_MODULES, modules
+    packages = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()}
+    assert {"engine", "solvers", "lightning", "hparams", "tasks", "models", "data"} <= packages
