@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,5 +134,13 @@ def options_epilog() -> str:
 
 
 def main(args: ArgsType = None) -> None:
-    """Entry point of ``lightning-hypergrad`` and ``python -m lightning_hypergrad``."""
+    """Entry point of ``lightning-hypergrad`` and ``python -m lightning_hypergrad``.
+
+    The working directory goes first on the import path, as ``python -m`` puts it there, so a YAML ``class_path``
+    naming a module of the current directory (``my_task.MyTask`` for ``./my_task.py``) resolves from the installed
+    command too.
+    """
+    working_directory = os.getcwd()
+    if working_directory not in sys.path and "" not in sys.path:
+        sys.path.insert(0, working_directory)
     HypergradCLI(args=args)

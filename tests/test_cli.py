@@ -174,3 +174,29 @@ def test_module_entry_point() -> None:
     )
     assert completed.returncode == 0
     assert "{fit,validate,test}" in completed.stdout
+
+
+TASK_IN_WORKING_DIRECTORY = """
+from lightning_hypergrad.tasks import WeightDecayClassifier
+
+
+class MyTask(WeightDecayClassifier):
+    pass
+"""
+
+
+def test_the_installed_command_finds_a_class_path_in_the_working_directory(tmp_path) -> None:
+    (tmp_path / "my_task.py").write_text(TASK_IN_WORKING_DIRECTORY)
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "digits_weight_decay.yaml").read_text())
+    config["model"]["class_path"] = "my_task.MyTask"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    command = Path(sys.executable).with_name("lightning-hypergrad")  # the console script, not python -m
+    completed = subprocess.run(
+        [str(command), "fit", "--config", "config.yaml", "--print_config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "class_path: my_task.MyTask" in completed.stdout
