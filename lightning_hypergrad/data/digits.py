@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -66,6 +67,25 @@ def flip_labels(targets: Tensor, fraction: float, num_classes: int, seed: int) -
     return noisy, flipped
 
 
+def imbalance_classes(targets: Tensor, ratio: float, num_classes: int, seed: int) -> Tensor:
+    """Indices of a class-imbalanced subset of ``targets``: class ``k`` keeps ``ratio^(−k/(K−1))`` of its examples.
+
+    Class 0 keeps all of them, class ``K − 1`` a ``1/ratio`` share (at least one), the classes between a
+    geometrically falling share (the long-tailed splits of the class-imbalance literature); which examples stay is
+    drawn with ``seed``. ``ratio = 1`` keeps everything. The indices come back in their original order.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 1 <= ratio < math.inf:
+        raise ValueError(f"imbalance_classes(ratio={ratio!r}): ratio must be a finite number >= 1.")
+    generator = torch.Generator().manual_seed(seed)
+    kept = []
+    for label in range(num_classes):
+        members = (targets == label).nonzero().flatten()
+        share = ratio ** (-label / (num_classes - 1))
+        count = max(1, round(share * len(members))) if len(members) else 0
+        kept.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(kept).sort().values
+
+
 class DigitsDataModule(LightningDataModule):
     """scikit-learn's digits as train / validation / test loaders, plus the hyperstep's ``hyper_dataloader``.
 
@@ -74,6 +94,9 @@ class DigitsDataModule(LightningDataModule):
 
     With ``label_noise > 0`` that share of the TRAINING labels is flipped to a wrong class (validation and test
     stay clean); its ``flipped`` attribute marks them, and ``clean_train_targets`` keeps the true labels.
+    With ``class_imbalance > 1`` the TRAINING split is made long-tailed (:func:`imbalance_classes`: class 9 keeps
+    a ``1/class_imbalance`` share of its examples, class 0 all); validation and test stay as drawn, about
+    balanced, so a validation loss tuned on them asks for every class alike.
 
     Args:
         batch_size: training batch size.
@@ -85,6 +108,7 @@ class DigitsDataModule(LightningDataModule):
         label_noise: fraction of training labels flipped to a wrong class, in ``[0, 1]``.
         indexed: training batches yield ``(indices, inputs, targets)`` (see :class:`IndexedDataset`), for
             per-example hyperparameters; validation and test batches stay ``(inputs, targets)``.
+        class_imbalance: the most to the least frequent class's share of the training split kept, ``>= 1``.
     """
 
     def __init__(
@@ -97,6 +121,7 @@ class DigitsDataModule(LightningDataModule):
         seed: int = 0,
         label_noise: float = 0.0,
         indexed: bool = False,
+        class_imbalance: float = 1.0,
     ) -> None:
         super().__init__()
         check_count("DigitsDataModule", "batch_size", batch_size, minimum=1)
@@ -109,6 +134,9 @@ class DigitsDataModule(LightningDataModule):
         self.seed = seed
         self.indexed = bool(indexed)
         split = split_digits(val_fraction, test_fraction, seed)
+        if class_imbalance != 1:
+            kept = imbalance_classes(split.train_targets, class_imbalance, NUM_CLASSES, seed)
+            split = replace(split, train_inputs=split.train_inputs[kept], train_targets=split.train_targets[kept])
         self.clean_train_targets = split.train_targets
         noisy, self.flipped = flip_labels(split.train_targets, label_noise, NUM_CLASSES, seed)
         self.split = replace(split, train_targets=noisy)
@@ -117,6 +145,11 @@ class DigitsDataModule(LightningDataModule):
     def train_size(self) -> int:
         """Examples in the training split (the size per-example hyperparameters need)."""
         return len(self.split.train_targets)
+
+    @property
+    def train_class_counts(self) -> Tensor:
+        """Training examples per class, ``(10,)`` (what inverse-frequency weights are computed from)."""
+        return torch.bincount(self.split.train_targets, minlength=NUM_CLASSES)
 
     def train_dataloader(self) -> DataLoader:
         dataset: Dataset = TensorDataset(self.split.train_inputs, self.split.train_targets)

@@ -1,6 +1,7 @@
 """Ready BilevelLightningModules used by the configs."""
 
 from lightning_hypergrad.tasks.augmentation import AugmentationClassifier
+from lightning_hypergrad.tasks.class_weighting import ClassWeightedClassifier
 from lightning_hypergrad.tasks.classifier import ClassifierTask
 from lightning_hypergrad.tasks.distillation import DistillationClassifier
 from lightning_hypergrad.tasks.dropout import DropoutClassifier
@@ -11,6 +12,7 @@ from lightning_hypergrad.tasks.weight_decay import WeightDecayClassifier
 
 __all__ = [
     "AugmentationClassifier",
+    "ClassWeightedClassifier",
     "ClassifierTask",
     "DistillationClassifier",
     "DropoutClassifier",

@@ -96,3 +96,19 @@ def test_an_empty_loader_is_reported() -> None:
     loader = CyclingLoader(Unsized())  # one without a length at its first draw
     with pytest.raises(ValueError, match="The dataloader yielded no batches"):
         next(loader)
+
+
+def test_a_long_tailed_training_split_keeps_a_geometric_share_of_each_class() -> None:
+    balanced, tailed = DigitsDataModule(seed=3), DigitsDataModule(seed=3, class_imbalance=10.0)
+    full = balanced.train_class_counts
+    shares = [10.0 ** (-k / 9) for k in range(10)]
+    assert tailed.train_class_counts.tolist() == [max(1, round(s * int(n))) for s, n in zip(shares, full)]
+    assert torch.equal(tailed.split.val_targets, balanced.split.val_targets)  # validation and test untouched
+    assert torch.equal(tailed.split.test_inputs, balanced.split.test_inputs)
+    kept = tailed.split.train_inputs
+    assert all(any(torch.equal(row, other) for other in balanced.split.train_inputs) for row in kept[:20])
+
+
+def test_a_class_imbalance_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"imbalance_classes\(ratio=0.5\): ratio must be a finite number >= 1"):
+        DigitsDataModule(class_imbalance=0.5)

@@ -201,6 +201,7 @@ FAMILY_EXAMPLES = {
     "LearnedAugmentation": lambda: hparams.LearnedAugmentation(nn.Linear(4, 3), noise_channels=1),
     "WeightDecay": lambda: hparams.WeightDecay([(2, 3), (3,)], granularity="per_weight"),
     "FeatureDecay": lambda: hparams.FeatureDecay(5),
+    "ClassWeights": lambda: hparams.ClassWeights(3),
 }
 
 
