@@ -7,12 +7,13 @@ from lightning_hypergrad.engine.hypergradient import (
     hypergradient,
     hypergradient_with_solve,
 )
-from lightning_hypergrad.lightning import BilevelLightningModule, HypergradientCallback
+from lightning_hypergrad.lightning import BilevelLightningModule, HeldOutGuard, HypergradientCallback
 
 _moved.install()
 
 __all__ = [
     "BilevelLightningModule",
+    "HeldOutGuard",
     "HypergradientCallback",
     "HypergradientResult",
     "HypergradientWarning",

@@ -12,6 +12,11 @@
   hyperparameters in their meaningful units (decay coefficients, dropout rates, example weights).
 - ``report_metrics``: the module's ``report_metrics()`` (e.g. ``flipped_example_auroc`` of the reweighting task).
 - ``global_step``, ``wall_time_seconds`` (fit only, not the final evaluation).
+- With a :class:`~lightning_hypergrad.lightning.held_out.HeldOutGuard`: ``held_out_loss`` and ``held_out_tuned_loss``
+  (the held-out and the tuned validation loss of the final state, after any restore), ``held_out_gap`` (their
+  difference, held-out minus tuned), ``held_out_best_step`` (the weight step of the best held-out evaluation),
+  ``held_out_restored`` (whether that state was written back) and ``held_out_warned`` (whether the gap grew while
+  the tuned loss fell).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightning_hypergrad.lightning.callback import HypergradientCallback
+from lightning_hypergrad.lightning.held_out import HeldOutGuard
 from lightning_hypergrad.lightning.module import BilevelLightningModule
 from lightning_hypergrad.lightning.records import summarize_hyperparameters
 from lightning_hypergrad.plots import plot_hyperparameters, plot_validation_loss
@@ -80,6 +86,8 @@ class RunReport(Callback):
         returns the summary. Call it on every process: reading ``trainer.log_dir`` is a collective under DDP."""
         hyper = next((c for c in trainer.callbacks if isinstance(c, HypergradientCallback)), None)
         summary = build_summary(module, split_metrics, hyper, trainer.global_step, self.wall_time_seconds)
+        guard = next((c for c in trainer.callbacks if isinstance(c, HeldOutGuard)), None)
+        summary.update(held_out_summary(guard))
         log_dir = trainer.log_dir  # on every process: a broadcast under DDP
         if not trainer.is_global_zero:  # every process computed the same summary; one writes it
             return summary
@@ -136,6 +144,21 @@ def build_summary(
     return summary
 
 
+def held_out_summary(guard: HeldOutGuard | None) -> dict[str, Any]:
+    """The ``held_out_*`` keys of ``summary.json`` (none without a guard, or before its final evaluation)."""
+    if guard is None or guard.final is None:
+        return {}
+    final = guard.final
+    return {
+        "held_out_loss": final["held_out_loss"],
+        "held_out_tuned_loss": final["tuned_loss"],
+        "held_out_gap": final["held_out_loss"] - final["tuned_loss"],
+        "held_out_best_step": int(guard.best["step"]) if guard.best is not None else None,
+        "held_out_restored": guard.restored,
+        "held_out_warned": guard.warned,
+    }
+
+
 def print_summary(summary: dict[str, Any], directory: Path) -> None:
     """Print the summary as tables (splits, hyperparameters in their units) and say where it was written."""
     table = Table(title="lightning-hypergrad run summary")
@@ -163,6 +186,12 @@ def print_summary(summary: dict[str, Any], directory: Path) -> None:
         f"{summary.get('weights', '?')} weights, {summary.get('hyperparameters', '?')} hyperparameters; "
         f"{summary['global_step']} weight steps in {summary['wall_time_seconds']:.1f} s"
     )
+    if "held_out_loss" in summary:
+        restored = f"restored from step {summary['held_out_best_step']}" if summary["held_out_restored"] else "kept"
+        console.print(
+            f"held-out loss {summary['held_out_loss']:.4g}, tuned validation loss {summary['held_out_tuned_loss']:.4g} "
+            f"(gap {summary['held_out_gap']:+.4g}); final state {restored}"
+        )
     for name, value in summary.get("report_metrics", {}).items():
         console.print(f"{name}: {value:.4g}")
     console.print(f"written to {directory}/summary.json")

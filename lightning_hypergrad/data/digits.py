@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from lightning_hypergrad.arguments import check_count
 from lightning_hypergrad.data.indexed import IndexedDataset
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
-from lightning_hypergrad.data.splits import shuffle_and_cut
+from lightning_hypergrad.data.splits import shuffle_and_cut, split_off
 
 NUM_CLASSES = 10
 
@@ -109,6 +109,9 @@ class DigitsDataModule(LightningDataModule):
         indexed: training batches yield ``(indices, inputs, targets)`` (see :class:`IndexedDataset`), for
             per-example hyperparameters; validation and test batches stay ``(inputs, targets)``.
         class_imbalance: the most to the least frequent class's share of the training split kept, ``>= 1``.
+        held_out_fraction: share of the validation split kept out of the hypersteps, in ``[0, 1)``: with it
+            ``val_dataloader`` and ``hyper_dataloader`` serve the rest, ``held_out_dataloader`` that share (for
+            :class:`~lightning_hypergrad.lightning.held_out.HeldOutGuard`).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class DigitsDataModule(LightningDataModule):
         label_noise: float = 0.0,
         indexed: bool = False,
         class_imbalance: float = 1.0,
+        held_out_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         check_count("DigitsDataModule", "batch_size", batch_size, minimum=1)
@@ -140,6 +144,10 @@ class DigitsDataModule(LightningDataModule):
         self.clean_train_targets = split.train_targets
         noisy, self.flipped = flip_labels(split.train_targets, label_noise, NUM_CLASSES, seed)
         self.split = replace(split, train_targets=noisy)
+        self.held_out: tuple[Tensor, Tensor] | None = None
+        if held_out_fraction:
+            tuned, self.held_out = split_off(split.val_inputs, split.val_targets, held_out_fraction, "DigitsDataModule")
+            self.split = replace(self.split, val_inputs=tuned[0], val_targets=tuned[1])
 
     @property
     def train_size(self) -> int:
@@ -164,6 +172,12 @@ class DigitsDataModule(LightningDataModule):
         return DataLoader(
             TensorDataset(self.split.test_inputs, self.split.test_targets), batch_size=self.eval_batch_size
         )
+
+    def held_out_dataloader(self) -> DataLoader:
+        """The held-out share of the validation split (``held_out_fraction``), which hypersteps never see."""
+        if self.held_out is None:
+            raise ValueError("DigitsDataModule(held_out_fraction=0.0) holds nothing out; set held_out_fraction > 0.")
+        return DataLoader(TensorDataset(*self.held_out), batch_size=self.eval_batch_size)
 
     def hyper_dataloader(self) -> DataLoader:
         """The validation split for the hyperstep, reshuffled per pass, in batches of ``hyper_batch_size``."""

@@ -34,3 +34,24 @@ def shuffle_and_cut(
         (inputs[train_end:val_end], targets[train_end:val_end]),
         (inputs[val_end:], targets[val_end:]),
     )
+
+
+def split_off(
+    inputs: Tensor, targets: Tensor, fraction: float, owner: str
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Cut the last ``round(fraction · n)`` examples (at least one, leaving at least one) off ``(inputs, targets)``.
+
+    The held-out part of a validation split: data the hypersteps never see (see
+    :class:`~lightning_hypergrad.lightning.held_out.HeldOutGuard`). ``fraction`` must lie in ``(0, 1)``.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(
+            f"{owner}(held_out_fraction={fraction!r}): held_out_fraction must lie strictly between 0 and 1."
+        )
+    if len(inputs) < 2:
+        raise ValueError(
+            f"{owner}(held_out_fraction={fraction!r}): the validation split has {len(inputs)} example(s); two are needed."
+        )
+    size = min(max(1, round(fraction * len(inputs))), len(inputs) - 1)
+    cut = len(inputs) - size
+    return (inputs[:cut], targets[:cut]), (inputs[cut:], targets[cut:])

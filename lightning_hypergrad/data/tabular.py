@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_hypergrad.arguments import check_choice, check_count
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
-from lightning_hypergrad.data.splits import shuffle_and_cut
+from lightning_hypergrad.data.splits import shuffle_and_cut, split_off
 
 TabularName = Literal["breast_cancer", "wine", "iris"]
 LOADERS = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine, "iris": datasets.load_iris}
@@ -82,6 +82,9 @@ class TabularDataModule(LightningDataModule):
         val_fraction: share of the examples held out for validation.
         test_fraction: share held out for testing.
         seed: fixes the split and the shuffling.
+        held_out_fraction: share of the validation split kept out of the hypersteps, in ``[0, 1)``: with it
+            ``val_dataloader`` and ``hyper_dataloader`` serve the rest, ``held_out_dataloader`` that share (for
+            :class:`~lightning_hypergrad.lightning.held_out.HeldOutGuard`).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class TabularDataModule(LightningDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         seed: int = 0,
+        held_out_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         for argument, value in (("batch_size", batch_size), ("hyper_batch_size", hyper_batch_size)):
@@ -102,6 +106,12 @@ class TabularDataModule(LightningDataModule):
         self.hyper_batch_size = hyper_batch_size
         self.seed = seed
         self.split = split_tabular(name, val_fraction, test_fraction, seed)
+        self.held_out: tuple[Tensor, Tensor] | None = None
+        if held_out_fraction:
+            tuned, self.held_out = split_off(
+                self.split.val_inputs, self.split.val_targets, held_out_fraction, "TabularDataModule"
+            )
+            self.split = replace(self.split, val_inputs=tuned[0], val_targets=tuned[1])
 
     @property
     def num_features(self) -> int:
@@ -119,6 +129,12 @@ class TabularDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return _whole(self.split.test_inputs, self.split.test_targets)
+
+    def held_out_dataloader(self) -> DataLoader:
+        """The held-out share of the validation split (``held_out_fraction``), which hypersteps never see."""
+        if self.held_out is None:
+            raise ValueError("TabularDataModule(held_out_fraction=0.0) holds nothing out; set held_out_fraction > 0.")
+        return _whole(*self.held_out)
 
     def hyper_dataloader(self) -> DataLoader:
         """Validation batches for hypersteps, reshuffled each pass (the whole split when full-batch)."""
