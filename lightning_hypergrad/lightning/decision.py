@@ -101,8 +101,8 @@ def learning_rate_failure(trainer: Any) -> str | None:
 def unsolved_result(
     weights: Sequence[Tensor], named: Sequence[tuple[str, Tensor]], validation_loss: float | None, problem: str
 ) -> HyperstepResult:
-    """The result of a hyperstep whose losses forbade a solve: zeros, a failed solve with a NaN residual and no
-    products, and the ``problem``."""
+    """The result of a hyperstep whose losses forbade a solve: zeros, a solve with status ``NOT_RUN`` (a NaN
+    residual, no products, nothing measured: the training gradient's norm is NaN too), and the ``problem``."""
     hyperparameters = [parameter for _, parameter in named]
     zeros = tuple(torch.zeros_like(parameter, memory_format=torch.contiguous_format) for parameter in hyperparameters)
     solve = SolveResult(
@@ -110,14 +110,14 @@ def unsolved_result(
         iterations=0,
         residual_norm=torch.tensor(math.nan),
         converged=False,
-        status=SolveStatus.DIVERGED,
+        status=SolveStatus.NOT_RUN,
         hvp_count=0,
     )
     return HyperstepResult(
         hypergradients=zeros,
         direct=zeros,
         solve=solve,
-        train_gradient_norm=torch.tensor(0.0),
+        train_gradient_norm=torch.tensor(math.nan),
         validation_loss=validation_loss,
         loss_problem=problem,
     )
