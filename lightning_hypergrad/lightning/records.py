@@ -161,6 +161,47 @@ def append_bounded(history: list[dict[str, Any]], entry: dict[str, Any], limit: 
         history[:] = history[::-1][::2][::-1]
 
 
+def record_hyperstep(
+    trainer: Trainer,
+    callback: Any,
+    result: Any,
+    named: Sequence[tuple[str, nn.Parameter]],
+    hypergradient_norm: Tensor,
+    *,
+    applied: bool,
+    learning_rate: float | None,
+    limit: int,
+) -> HyperstepRecord:
+    """Record one hyperstep of ``callback``: build its record (:func:`hyperstep_record`) from the callback's
+    counters, log it (:func:`log_hyperstep`) and keep it in the callback's ``history`` (at most ``limit`` entries).
+
+    Args:
+        trainer: the Trainer whose loggers and progress bar get the record.
+        callback: the :class:`~lightning_hypergrad.HypergradientCallback`: its ``taken`` and ``skipped``
+            counters, already updated for this hyperstep, and its ``history``.
+        result: the hyperstep's :class:`~lightning_hypergrad.lightning.decision.HyperstepResult`.
+        named: the hyperparameters, named, after the hyperstep.
+        hypergradient_norm: the 2-norm of the hypergradient (recorded only when ``applied``).
+        applied: whether the hyperparameters were stepped.
+        learning_rate: the hyper optimizer's learning rate for this hyperstep.
+        limit: the most history entries kept (:func:`append_bounded`).
+    """
+    record = hyperstep_record(
+        result,
+        named,
+        trainer.global_step,
+        applied,
+        float(hypergradient_norm),
+        result.validation_loss,
+        taken=callback.taken,
+        skipped=callback.skipped,
+        learning_rate=learning_rate,
+    )
+    log_hyperstep(trainer, record)
+    append_bounded(callback.history, as_history_entry(record), limit)
+    return record
+
+
 def log_hyperstep(trainer: Trainer, record: HyperstepRecord) -> None:
     """Send the record to the Trainer's loggers (rank 0) and its headline values to the progress bar.
 

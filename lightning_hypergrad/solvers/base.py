@@ -126,6 +126,13 @@ class IHVPSolver(abc.ABC):
         """Restore what :meth:`state_dict` returned."""
         del state  # stateless by default
 
+    def reset_state(self) -> None:
+        """Forget the state carried between solves, because the system changed shape or meaning (the weights
+        it was built for are no longer the trainable ones). Solvers whose state depends on the weights (a
+        basis of weight-sized vectors, an eigenvalue estimate of the Hessian) override it; by default nothing.
+        """
+        return  # stateless by default
+
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in vars(self).items() if not key.startswith("_"))
         return f"{type(self).__name__}({arguments})"

@@ -119,6 +119,10 @@ class ConjugateGradient(IHVPSolver):
         )
         self._solves_since_build = int(state.get("solves_since_build", 0))
 
+    def reset_state(self) -> None:
+        """Drop the spectral preconditioner: the next solve builds one for its own system."""
+        self.load_state_dict({})
+
     def failure_advice(self, result: SolveResult) -> str:
         """A remedy for a failed solve that fits conjugate gradient and the cause."""
         if result.status is SolveStatus.NEGATIVE_CURVATURE and not result.converged:
@@ -166,19 +170,19 @@ class ConjugateGradient(IHVPSolver):
         """``M⁻¹`` for this solve (``None``: none), the products spent building it, whether they were finite."""
         if self.preconditioner == "none":
             return None, 0, True
-        products, finite = 0, True
-        stale = self._spectral is not None and self._solves_since_build >= self.preconditioner_every
-        if self._spectral is None or stale:
+        products, finite, spectral = 0, True, self._spectral
+        # A basis for other shapes (a checkpoint of other trainable weights) is rebuilt, never paired by position.
+        fits = spectral is not None and [part.shape[1:] for part in spectral.basis] == [r.shape for r in residual]
+        if not fits or self._solves_since_build >= self.preconditioner_every:
             self._spectral, finite = SpectralPreconditioner.build(
                 hvp, residual, self.preconditioner_steps, self.preconditioner_rank
             )
             self._solves_since_build = 0
             products = min(self.preconditioner_steps, sum(part.numel() for part in residual))
         self._solves_since_build += 1
-        spectral = self._spectral
-        if spectral is None or any(part.shape[1:] != r.shape for part, r in zip(spectral.basis, residual)):
+        if self._spectral is None:
             return None, products, finite
-        return spectral.apply, products, finite
+        return self._spectral.apply, products, finite
 
 
 class _Run:

@@ -173,6 +173,33 @@ def test_preconditioner_state_round_trips() -> None:
     torch.testing.assert_close(first.solution[0], second.solution[0], rtol=0, atol=0)
 
 
+def test_a_preconditioner_built_for_other_shapes_is_rebuilt_at_once() -> None:
+    # As after resuming into a module whose trainable weights differ: the stored basis is never paired by position.
+    hessian = symmetric_matrix(6, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 60.0]))
+    b = torch.ones(6, dtype=torch.float64)
+
+    def split_hvp(vector: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        product = hessian @ torch.cat([vector[0].reshape(-1), vector[1]])
+        return product[:4].reshape(2, 2), product[4:]
+
+    solver = ConjugateGradient(iterations=6, preconditioner="spectral", preconditioner_rank=2, preconditioner_steps=4)
+    solver.solve(lambda v: (hessian @ v[0],), (b,))  # a basis for one part of 6
+    result = solver.solve(split_hvp, (b[:4].reshape(2, 2), b[4:]))
+    assert [tuple(part.shape) for part in solver.state_dict()["spectral"]["basis"]] == [(2, 2, 2), (2, 2)]
+    assert result.status is SolveStatus.TOLERANCE_REACHED
+    assert result.hvp_count == 4 + result.iterations + 1  # rebuilt: 4 Lanczos products, then CG and its check
+    solution = torch.cat([result.solution[0].reshape(-1), result.solution[1]])
+    torch.testing.assert_close(solution, torch.linalg.solve(hessian, b), rtol=1e-10, atol=1e-12)
+
+
+def test_reset_state_drops_the_preconditioner() -> None:
+    hessian = symmetric_matrix(6, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    solver = ConjugateGradient(iterations=3, preconditioner="spectral", preconditioner_rank=2, preconditioner_steps=4)
+    solver.solve(lambda v: (hessian @ v[0],), (torch.ones(6, dtype=torch.float64),))
+    solver.reset_state()
+    assert solver.state_dict() == {"spectral": None, "solves_since_build": 0}
+
+
 def test_unknown_preconditioner_is_refused() -> None:
     with pytest.raises(ValueError, match=r"ConjugateGradient\(preconditioner='jacobi'\): allowed values are"):
         ConjugateGradient(preconditioner="jacobi")
