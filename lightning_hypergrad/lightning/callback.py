@@ -230,7 +230,7 @@ class HypergradientCallback(Callback):
                 average=distributed.product_averaging(self.sync),
                 initial=initial,
             )
-        return HyperstepResult.of(result, solver=solver, validation_loss=validation_value)
+        return HyperstepResult.of(result, solver, validation_value, self.alpha_from_learning_rate)
 
     def state_dict(self) -> dict[str, Any]:
         return checkpoint.callback_state(self)
