@@ -201,7 +201,8 @@ class HypergradientCallback(Callback):
         and the validation loss.
 
         Leaves weights, hyperparameters, buffers and train/eval modes as they were; non-finite losses give a result
-        that carries the problem and no solve (:func:`~lightning_hypergrad.lightning.decision.loss_problem`).
+        that carries the problem and no solve (:func:`~lightning_hypergrad.lightning.decision.loss_problem`). Of
+        ``trainer`` it reads ``precision_plugin``, ``global_step`` and, for ``alpha_from_learning_rate``, ``optimizers``.
         """
         named = module.named_hyperparameters()
         with hyperstep_context(module):
