@@ -83,7 +83,7 @@ def run(precision: str, accelerator: str, epochs: int) -> dict[str, float]:
     probe = HypergradientCallback(Neumann(iterations=20, alpha=0.05))
 
     def flat_hypergradient(plugin) -> torch.Tensor:
-        trainer_view = SimpleNamespace(precision_plugin=plugin, optimizers=[])
+        trainer_view = SimpleNamespace(precision_plugin=plugin, optimizers=[], global_step=0)
         result = probe.compute_hypergradient(trainer_view, model, train_batch, validation_batch)
         return torch.cat([part.reshape(-1).float() for part in result.hypergradients])
 

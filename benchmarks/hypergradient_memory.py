@@ -10,7 +10,8 @@ The floor keeps v, the product in flight and its result. It is measured twice: b
 losses (their forward graphs outside g's graph are freed early), and with the losses its caller built and
 keeps, as every call of ``hypergradient(train_loss, val_loss, ...)`` has them; the second is the floor the
 library is measured against. Above it a Neumann solve needs at least its running sum (the target: floor + one
-vector), CG its iterate and residual besides the direction that plays the floor's v (floor + two). Unrolled
+vector), CG its iterate, its residual and b (kept to recompute b − Hx before it claims its tolerance) besides the
+direction that plays the floor's v (floor + three). Unrolled
 differentiation through K gradient steps keeps every step's graph. A second table shows the other paths at K = 5,
 and the library called with losses that nobody else keeps, against the floor that drops its own.
 Run: python benchmarks/hypergradient_memory.py

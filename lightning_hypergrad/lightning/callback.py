@@ -24,6 +24,7 @@ from lightning_hypergrad.lightning.batches import HyperBatches
 from lightning_hypergrad.lightning.decision import HyperstepResult
 from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context, loss_scale
 from lightning_hypergrad.lightning.module import BilevelLightningModule
+from lightning_hypergrad.lightning.solver_memory import SolverMemory
 from lightning_hypergrad.solvers import IHVPSolver
 
 HISTORY_LIMIT = 1000
@@ -52,7 +53,9 @@ class HypergradientCallback(Callback):
             taken in training mode. BatchNorm running statistics are restored after every hyperstep.
         max_hypergradient_norm: rescale the hypergradient (all hyperparameters together) to at most this 2-norm.
         damping: μ ``>= 0``: solve with ``H + μI`` (see :func:`~lightning_hypergrad.hypergradient`).
-        warm_start: start each solve from the previous hyperstep's solution.
+        warm_start: start each solve from the previous hyperstep's solution, matched to the weights by name; a
+            solve after the trainable weights changed (a backbone unfrozen) starts cold
+            (:class:`~lightning_hypergrad.lightning.solver_memory.SolverMemory`).
         alpha_from_learning_rate: give the solver's ``alpha`` the weight optimizer's current learning rate on
             every hyperstep (Neumann's series then mirrors unrolled gradient descent with that step).
         sync: with several processes (DDP), ``"hvp"`` averages the validation gradient and every
@@ -111,7 +114,7 @@ class HypergradientCallback(Callback):
         self.hyper_lr_scheduler: Any = None
         self.taken = self.skipped = 0
         self.last_step_seen = -1
-        self.warm_start_solution: list[Tensor] | None = None
+        self.solver_memory = SolverMemory()  # the warm start and the weights the solver's state belongs to
         self.last_applied_hypergradients: list[Tensor] | None = None
         self.history: list[dict[str, Any]] = []  # bounded: see the class docstring
         self.pending_state: dict[str, Any] | None = None  # from a checkpoint, until the optimizers exist
@@ -131,7 +134,7 @@ class HypergradientCallback(Callback):
         self.hyper_optimizer, self.hyper_lr_scheduler = update.build_hyper_optimizer(
             self.hyper_optimizer_factory, self.hyper_lr_scheduler_factory, hyperparameters
         )
-        checkpoint.restore_pending_state(self, contract.bilevel(pl_module))
+        checkpoint.restore_pending_state(self)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.batches.start(trainer, pl_module)
@@ -164,14 +167,16 @@ class HypergradientCallback(Callback):
         if reason is None:
             averaging.keep_hyperparameters_out_of_averages(trainer, module)
             if self.warm_start:
-                self.warm_start_solution = [part.detach().clone() for part in result.solve.solution]
+                self.solver_memory.keep(result.solve.solution)
             self.taken += 1
             self._zero_warned = self._zero_warned or decision.warn_once_if_zero(hypergradients, module)
         else:
             self.skipped += 1
-            self.warm_start_solution = None  # a start from a failed hyperstep would fail the same way
+            self.solver_memory.drop()
             rank_zero_warn(decision.skip_warning(trainer.global_step, reason, self.skipped))
-        self._record(trainer, named, result, norm, applied=reason is None, learning_rate=learning_rate)
+        records.record_hyperstep(
+            trainer, self, result, named, norm, applied=reason is None, learning_rate=learning_rate, limit=HISTORY_LIMIT
+        )
         return reason is None
 
     def apply(
@@ -196,7 +201,8 @@ class HypergradientCallback(Callback):
         and the validation loss.
 
         Leaves weights, hyperparameters, buffers and train/eval modes as they were; non-finite losses give a result
-        that carries the problem and no solve (:func:`~lightning_hypergrad.lightning.decision.loss_problem`).
+        that carries the problem and no solve (:func:`~lightning_hypergrad.lightning.decision.loss_problem`). Of
+        ``trainer`` it reads ``precision_plugin``, ``global_step`` and, for ``alpha_from_learning_rate``, ``optimizers``.
         """
         named = module.named_hyperparameters()
         with hyperstep_context(module):
@@ -209,41 +215,26 @@ class HypergradientCallback(Callback):
                 return decision.unsolved_result(module.weight_parameters(), named, validation_value, problem)
             if not self._influence_checked:
                 self._influence_checked = contract.warn_about_idle_hyperparameters(module, train_loss, named)
+            weights = module.named_weight_parameters()
+            initial = self.solver_memory.start(self.solver, weights, trainer.global_step, self.warm_start)
             solver = update.solver_for_step(self.solver, self.alpha_from_learning_rate, trainer)
             losses = [train_loss, validation_loss]
             del train_loss, validation_loss  # handed over: the solve frees what g's graph does not need of theirs
             result = hypergradient_with_solve(
                 losses.pop(0),
                 losses.pop(0),
-                module.weight_parameters(),
+                [weight for _, weight in weights],
                 [parameter for _, parameter in named],
                 solver,
                 damping=self.damping,
                 loss_scale=loss_scale(trainer.precision_plugin),
                 average=distributed.product_averaging(self.sync),
-                initial=self.warm_start_solution if self.warm_start else None,
+                initial=initial,
             )
-        return HyperstepResult.of(result, solver=solver, validation_loss=validation_value)
+        return HyperstepResult.of(result, solver, validation_value, self.alpha_from_learning_rate)
 
     def state_dict(self) -> dict[str, Any]:
         return checkpoint.callback_state(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         checkpoint.load_callback_state(self, state_dict)
-
-    def _record(
-        self, trainer: Trainer, named: Any, result: HyperstepResult, norm: Tensor, *, applied: bool, learning_rate: Any
-    ) -> None:
-        record = records.hyperstep_record(
-            result,
-            named,
-            trainer.global_step,
-            applied,
-            float(norm),
-            result.validation_loss,
-            taken=self.taken,
-            skipped=self.skipped,
-            learning_rate=learning_rate,
-        )
-        records.log_hyperstep(trainer, record)
-        records.append_bounded(self.history, records.as_history_entry(record), HISTORY_LIMIT)

@@ -1,9 +1,12 @@
 """What a checkpoint holds of :class:`~lightning_hypergrad.HypergradientCallback`, and how it is restored.
 
 The keys are stable: ``taken``, ``skipped``, ``last_step_seen``, the hyper batches' positions
-(``hyper_batches_drawn``, ``train_batches_drawn``), ``warm_start_solution``, ``history``, ``hyper_optimizer``,
-``hyper_lr_scheduler`` and ``solver``. A key missing from an older checkpoint takes its default, and history entries
-in the older flat form are converted. The optimizers' state is applied at ``on_fit_start``, once they exist.
+(``hyper_batches_drawn``, ``train_batches_drawn``), ``warm_start_solution`` (weight name → tensor; a positional
+list in older checkpoints), ``solver_weights`` (the names and shapes of the weights the warm start and the solver's
+state belong to), ``history``, ``hyper_optimizer``, ``hyper_lr_scheduler`` and ``solver``. A key missing from an
+older checkpoint takes its default, and history entries in the older flat form are converted. The optimizers'
+state is applied at ``on_fit_start``, once they exist; the warm start is matched to the weights, and moved to their
+devices, at the next solve (:class:`~lightning_hypergrad.lightning.solver_memory.SolverMemory`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from lightning_hypergrad.lightning import records, update
 
 if TYPE_CHECKING:
     from lightning_hypergrad.lightning.callback import HypergradientCallback
-    from lightning_hypergrad.lightning.module import BilevelLightningModule
 
 
 def callback_state(callback: HypergradientCallback) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def callback_state(callback: HypergradientCallback) -> dict[str, Any]:
         "skipped": callback.skipped,
         "last_step_seen": callback.last_step_seen,
         **callback.batches.state_dict(),
-        "warm_start_solution": callback.warm_start_solution,
+        **callback.solver_memory.state_dict(),
         "history": callback.history,
         "hyper_optimizer": optimizer.state_dict() if optimizer is not None else None,
         "hyper_lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -38,7 +40,7 @@ def load_callback_state(callback: HypergradientCallback, state: dict[str, Any]) 
     callback.taken = state.get("taken", 0)
     callback.skipped = state.get("skipped", 0)
     callback.last_step_seen = state.get("last_step_seen", -1)
-    callback.warm_start_solution = state.get("warm_start_solution")
+    callback.solver_memory.load_state_dict(state)
     callback.history = [records.record_from_logged(entry) for entry in state.get("history", [])]
     if state.get("solver") is not None:
         callback.solver.load_state_dict(state["solver"])
@@ -46,13 +48,11 @@ def load_callback_state(callback: HypergradientCallback, state: dict[str, Any]) 
     callback.pending_state = dict(state)
 
 
-def restore_pending_state(callback: HypergradientCallback, module: BilevelLightningModule) -> None:
-    """At ``on_fit_start``: the hyper optimizer's and scheduler's state, and the warm start on the weights' devices."""
+def restore_pending_state(callback: HypergradientCallback) -> None:
+    """At ``on_fit_start``: the hyper optimizer's and scheduler's state (the warm start waits for the next solve,
+    which matches it to the weights trainable then)."""
     state = callback.pending_state
     if state is None:
         return
     update.load_optimizer_state(callback.hyper_optimizer, callback.hyper_lr_scheduler, state)
-    if callback.warm_start_solution is not None:
-        weights = module.weight_parameters()
-        callback.warm_start_solution = [part.to(w.device) for part, w in zip(callback.warm_start_solution, weights)]
     callback.pending_state = None

@@ -37,15 +37,25 @@ class HyperstepResult(HypergradientResult):
             rate (``alpha_from_learning_rate``); its advice is the one a failed solve needs.
         validation_loss: the hyper batch's validation loss, or ``None`` when unknown.
         loss_problem: why no solve could run (:func:`loss_problem`), else ``None``.
+        alpha_from_learning_rate: whether the solver's α was the weights' learning rate; a remedy that says to
+            lower α then says to lower that learning rate.
     """
 
     solver: IHVPSolver | None = None
     validation_loss: float | None = None
     loss_problem: str | None = None
+    alpha_from_learning_rate: bool = False
 
     @classmethod
-    def of(cls, result: HypergradientResult, solver: IHVPSolver, validation_loss: float | None) -> HyperstepResult:
-        """``result`` with the solver that produced it and the validation loss it differentiated."""
+    def of(
+        cls,
+        result: HypergradientResult,
+        solver: IHVPSolver,
+        validation_loss: float | None,
+        alpha_from_learning_rate: bool = False,
+    ) -> HyperstepResult:
+        """``result`` with the solver that produced it, the validation loss it differentiated and where α came
+        from (see the attributes)."""
         return cls(
             hypergradients=result.hypergradients,
             direct=result.direct,
@@ -53,6 +63,7 @@ class HyperstepResult(HypergradientResult):
             train_gradient_norm=result.train_gradient_norm,
             solver=solver,
             validation_loss=validation_loss,
+            alpha_from_learning_rate=alpha_from_learning_rate,
         )
 
 
@@ -101,8 +112,8 @@ def learning_rate_failure(trainer: Any) -> str | None:
 def unsolved_result(
     weights: Sequence[Tensor], named: Sequence[tuple[str, Tensor]], validation_loss: float | None, problem: str
 ) -> HyperstepResult:
-    """The result of a hyperstep whose losses forbade a solve: zeros, a failed solve with a NaN residual and no
-    products, and the ``problem``."""
+    """The result of a hyperstep whose losses forbade a solve: zeros, a solve with status ``NOT_RUN`` (a NaN
+    residual, no products, nothing measured: the training gradient's norm is NaN too), and the ``problem``."""
     hyperparameters = [parameter for _, parameter in named]
     zeros = tuple(torch.zeros_like(parameter, memory_format=torch.contiguous_format) for parameter in hyperparameters)
     solve = SolveResult(
@@ -110,14 +121,14 @@ def unsolved_result(
         iterations=0,
         residual_norm=torch.tensor(math.nan),
         converged=False,
-        status=SolveStatus.DIVERGED,
+        status=SolveStatus.NOT_RUN,
         hvp_count=0,
     )
     return HyperstepResult(
         hypergradients=zeros,
         direct=zeros,
         solve=solve,
-        train_gradient_norm=torch.tensor(0.0),
+        train_gradient_norm=torch.tensor(math.nan),
         validation_loss=validation_loss,
         loss_problem=problem,
     )
@@ -133,6 +144,11 @@ def skip_reason(result: HyperstepResult, hypergradient_norm: Tensor, failed_anyw
         if solve.converged:
             return "the solve failed on another process; see that process's batch"
         advice = result.solver.failure_advice(solve) if result.solver is not None else "consider damping"
+        if result.alpha_from_learning_rate and solve.status is SolveStatus.DIVERGED and solve.alpha is not None:
+            advice += (
+                f" With alpha_from_learning_rate=True that alpha ({solve.alpha:g}) is the weights' learning rate: "
+                "lower the weights' learning rate, or set alpha_from_learning_rate=False for the solver's own alpha"
+            )
         return f"the solve failed ({solve.status.value}, residual {float(solve.residual_norm):.3g}); {advice}"
     if not bool(torch.isfinite(hypergradient_norm)):
         return (

@@ -120,6 +120,18 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
         hyperparameter_ids = {id(parameter) for _, parameter in self.named_hyperparameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in hyperparameter_ids]
 
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` for each of :meth:`weight_parameters`, in its order, named as in
+        ``named_parameters()`` (a weight it returns that is not registered is named by its position).
+
+        The callback keys the warm start and the solver's state by these names.
+        """
+        names = {id(parameter): name for name, parameter in self.named_parameters()}
+        return [
+            (names.get(id(parameter), f"weight_parameters()[{index}]"), parameter)
+            for index, parameter in enumerate(self.weight_parameters())
+        ]
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         optimizer = self.optimizers()
         if isinstance(optimizer, list):

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightning_hypergrad.engine.hypergradient import HypergradientResult
 from lightning_hypergrad.lightning import adapter
+from lightning_hypergrad.solvers.base import SolveStatus
 
 PROGRESS_BAR_HYPERPARAMETERS = 4  # more would crowd the bar; loggers get them all
 STATISTICS = ("mean", "std", "min", "max")
@@ -32,6 +33,8 @@ class HyperstepRecord:
         taken, skipped: the callback's counters after this hyperstep.
         validation_loss: the hyper batch's validation loss (``None`` if unknown).
         alpha: the solver's step size α, if it has one.
+        solver_status: how the solve ended, a :class:`~lightning_hypergrad.solvers.SolveStatus` value
+            (``"not_run"`` when the hyperstep's losses forbade a solve; ``None`` in entries of older checkpoints).
         learning_rate: the hyper optimizer's learning rate for this hyperstep (first parameter group).
         hyperparameters: per hyperparameter name, ``{"value": v}`` (one element) or ``{"mean", "std", "min",
             "max"}`` of its raw values after the hyperstep.
@@ -51,11 +54,16 @@ class HyperstepRecord:
     alpha: float | None
     hyperparameters: dict[str, dict[str, float]]
     learning_rate: float | None = None
+    solver_status: str | None = None
 
     def logged(self) -> dict[str, float]:
-        """The metrics sent to loggers: ``hyper/<field>`` and ``hparam/<name>`` or ``hparam/<name>/<statistic>``."""
+        """The metrics sent to loggers: ``hyper/<field>`` and ``hparam/<name>`` or ``hparam/<name>/<statistic>``.
+
+        The solve's fields (``SOLVE_FIELDS``) are left out when no solve ran: nothing measured them.
+        """
         metrics = {"hyper/hypergradient_norm": self.hypergradient_norm}
-        metrics.update({f"hyper/{field}": float(getattr(self, field)) for field in SOLVE_FIELDS})
+        if self.solver_status != SolveStatus.NOT_RUN.value:
+            metrics.update({f"hyper/{field}": float(getattr(self, field)) for field in SOLVE_FIELDS})
         metrics.update({"hyper/taken": float(self.taken), "hyper/skipped": float(self.skipped)})
         if self.alpha is not None:
             metrics["hyper/alpha"] = self.alpha
@@ -122,13 +130,15 @@ def hyperstep_record(
         alpha=None if solve.alpha is None else float(solve.alpha),
         hyperparameters=summarize_hyperparameters(named),
         learning_rate=learning_rate,
+        solver_status=solve.status.value,
     )
 
 
 def record_from_logged(entry: dict[str, float]) -> dict[str, Any]:
-    """A history entry as checkpoints before structured records stored it (flat logged names), as a record dict."""
+    """A history entry of an older checkpoint as a record dict: flat logged names (before structured records)
+    become fields; entries from before ``solver_status`` get ``None``."""
     if "hyperparameters" in entry:
-        return dict(entry)
+        return {"solver_status": None, **entry}
     record: dict[str, Any] = {"step": int(entry.get("step", 0)), "hyperparameters": {}}
     for key, value in entry.items():
         kind, _, rest = key.partition("/")
@@ -138,6 +148,7 @@ def record_from_logged(entry: dict[str, float]) -> dict[str, Any]:
             name, _, statistic = rest.partition("/")
             record["hyperparameters"].setdefault(name, {})[statistic or "value"] = value
     record.setdefault("validation_loss", None)
+    record.setdefault("solver_status", None)
     record["applied"] = not math.isnan(record.get("hypergradient_norm", math.nan))
     return record
 
@@ -148,6 +159,47 @@ def append_bounded(history: list[dict[str, Any]], entry: dict[str, Any], limit: 
     history.append(entry)
     if len(history) > limit:
         history[:] = history[::-1][::2][::-1]
+
+
+def record_hyperstep(
+    trainer: Trainer,
+    callback: Any,
+    result: Any,
+    named: Sequence[tuple[str, nn.Parameter]],
+    hypergradient_norm: Tensor,
+    *,
+    applied: bool,
+    learning_rate: float | None,
+    limit: int,
+) -> HyperstepRecord:
+    """Record one hyperstep of ``callback``: build its record (:func:`hyperstep_record`) from the callback's
+    counters, log it (:func:`log_hyperstep`) and keep it in the callback's ``history`` (at most ``limit`` entries).
+
+    Args:
+        trainer: the Trainer whose loggers and progress bar get the record.
+        callback: the :class:`~lightning_hypergrad.HypergradientCallback`: its ``taken`` and ``skipped``
+            counters, already updated for this hyperstep, and its ``history``.
+        result: the hyperstep's :class:`~lightning_hypergrad.lightning.decision.HyperstepResult`.
+        named: the hyperparameters, named, after the hyperstep.
+        hypergradient_norm: the 2-norm of the hypergradient (recorded only when ``applied``).
+        applied: whether the hyperparameters were stepped.
+        learning_rate: the hyper optimizer's learning rate for this hyperstep.
+        limit: the most history entries kept (:func:`append_bounded`).
+    """
+    record = hyperstep_record(
+        result,
+        named,
+        trainer.global_step,
+        applied,
+        float(hypergradient_norm),
+        result.validation_loss,
+        taken=callback.taken,
+        skipped=callback.skipped,
+        learning_rate=learning_rate,
+    )
+    log_hyperstep(trainer, record)
+    append_bounded(callback.history, as_history_entry(record), limit)
+    return record
 
 
 def log_hyperstep(trainer: Trainer, record: HyperstepRecord) -> None:

@@ -37,6 +37,9 @@ class SolveStatus(str, enum.Enum):
     """A Hessian-vector product or the solution held NaN or inf; the solution was replaced by zeros."""
     NEGATIVE_CURVATURE = "negative_curvature"
     """Conjugate gradient met ``pᵀHp ≤ 0`` (H is not positive definite there) and kept the iterate built before it."""
+    NOT_RUN = "not_run"
+    """No solve ran: the caller had nothing to solve (a hyperstep whose loss was NaN or inf, or that had no usable
+    α); the solution is zeros, no product was spent and the residual is NaN. No solver returns it."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,10 @@ class SolveResult:
         iterations: the solver's own iterations taken (Neumann terms, CG steps); 0 for Identity and Exact.
         residual_norm: a 0-dim tensor; each solver's docstring says exactly which residual it reports.
         converged: True when ``solution`` is a usable approximation; False when the solve failed (diverged,
-            non-finite, or met negative curvature before its first step from a zero start). A run stopped after its configured number of
-            iterations counts as converged: truncation is how Neumann and capped CG approximate ``H⁻¹ b``.
-            :attr:`status` tells whether a tolerance was met.
+            non-finite, or met negative curvature before its first step from a zero start) or never ran
+            (``NOT_RUN``). A run stopped after its configured number of iterations counts as converged:
+            truncation is how Neumann and capped CG approximate ``H⁻¹ b``. :attr:`status` tells whether a
+            tolerance was met.
         status: how the solve ended (:class:`SolveStatus`).
         hvp_count: Hessian-vector products evaluated in total, including any spent choosing a step size.
         alpha: the Neumann/Identity step size that was used (chosen automatically or given), else ``None``.
@@ -97,6 +101,8 @@ class IHVPSolver(abc.ABC):
         """A remedy for a failed ``result`` of this solver, fitting its cause; ``""`` when it converged."""
         if result.converged:
             return ""
+        if result.status is SolveStatus.NOT_RUN:
+            return "No solve ran: the reason given with this result (a non-finite loss, no usable α) comes first."
         if result.status is SolveStatus.NON_FINITE:
             return (
                 "A Hessian-vector product was NaN or inf: check the losses for NaN, use a wider precision "
@@ -119,6 +125,13 @@ class IHVPSolver(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         del state  # stateless by default
+
+    def reset_state(self) -> None:
+        """Forget the state carried between solves, because the system changed shape or meaning (the weights
+        it was built for are no longer the trainable ones). Solvers whose state depends on the weights (a
+        basis of weight-sized vectors, an eigenvalue estimate of the Hessian) override it; by default nothing.
+        """
+        return  # stateless by default
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in vars(self).items() if not key.startswith("_"))

@@ -132,6 +132,10 @@ class Neumann(IHVPSolver):
         self._smallest_eigenvalue = float(state.get("smallest_eigenvalue", 0.0))
         self._solves_since_estimate = int(state.get("solves_since_estimate", 0))
 
+    def reset_state(self) -> None:
+        """Forget the cached eigenvalue estimates: the next solve with ``alpha="auto"`` estimates them afresh."""
+        self.load_state_dict({})
+
     def failure_advice(self, result: SolveResult) -> str:
         """A remedy for a failed solve that fits this configuration and the cause."""
         if result.converged:

@@ -3,7 +3,8 @@
 The floor computes v = ∂L_V/∂w, g = ∂L_T/∂w with its graph, K Hessian-vector products and one mixed product in
 bare autograd, with the losses kept by the caller as ``hypergradient_with_solve``'s callers keep them. Above it a
 Neumann solve holds one weight-sized vector (its running sum; the term is the product's input, as v is the
-floor's) and conjugate gradient two (its iterate and residual; the direction is the product's input). The byte
+floor's) and conjugate gradient three (its iterate, its residual and b, kept to recompute b − Hx before it claims
+its tolerance; the direction is the product's input). The byte
 counts are exact and repeatable (tensor allocations, not resident memory); SLACK covers the 0-dim tensors the
 solvers keep (norms, flags, step sizes).
 """
@@ -70,7 +71,7 @@ def problem() -> SmallProblem:
 @pytest.mark.parametrize("products", [1, 5])
 @pytest.mark.parametrize(
     ("make_solver", "vectors_above_the_floor"),
-    [(lambda k: Neumann(k, alpha=0.05), 1), (lambda k: ConjugateGradient(k, rtol=1e-30), 2)],
+    [(lambda k: Neumann(k, alpha=0.05), 1), (lambda k: ConjugateGradient(k, rtol=1e-30), 3)],
     ids=["neumann", "conjugate-gradient"],
 )
 def test_a_hypergradient_holds_only_what_its_solver_needs(
@@ -88,7 +89,7 @@ def test_a_hypergradient_holds_only_what_its_solver_needs(
         (lambda: Neumann(5, alpha=0.05), {"damping": 0.01}, 1),
         (lambda: Neumann(5, alpha=0.05), {"loss_scale": 1024.0}, 1),
         (lambda: Neumann(5, alpha=0.05), {"initial": "warm"}, 1),
-        (lambda: ConjugateGradient(5, rtol=1e-30), {"initial": "warm"}, 2),
+        (lambda: ConjugateGradient(5, rtol=1e-30), {"initial": "warm"}, 3),
         # Lanczos keeps b (for the series) and its previous vector while it estimates λ_max.
         (lambda: Neumann(5, alpha="auto", lanczos_steps=4), {}, 2),
     ],

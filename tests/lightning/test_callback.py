@@ -119,7 +119,14 @@ def test_checkpoint_state_holds_optimizer_counters_and_warm_start(tmp_path) -> N
     assert state["hyper_batches_drawn"] == 3
     assert state["hyper_optimizer"]["state"]  # Adam moments exist
     assert state["hyper_lr_scheduler"]["last_epoch"] == 3
-    assert [tuple(part.shape) for part in state["warm_start_solution"]] == [(32, 64), (32,), (10, 32), (10,)]
+    shapes = {
+        "network.0.weight": (32, 64),
+        "network.0.bias": (32,),
+        "network.2.weight": (10, 32),
+        "network.2.bias": (10,),
+    }
+    assert {name: tuple(part.shape) for name, part in state["warm_start_solution"].items()} == shapes
+    assert state["solver_weights"] == [[name, list(shape)] for name, shape in shapes.items()]
     fresh = HypergradientCallback()
     fresh.load_state_dict({})  # an old checkpoint without this callback's keys still loads
     assert fresh.taken == 0

@@ -32,7 +32,7 @@ def test_bf16_hypergradient_points_where_the_float32_one_does(granularity: str) 
     callback = HypergradientCallback(Neumann(iterations=10, alpha=0.1))
 
     def hypergradient_under(plugin):
-        trainer = SimpleNamespace(precision_plugin=plugin, optimizers=[])
+        trainer = SimpleNamespace(precision_plugin=plugin, optimizers=[], global_step=0)
         result = callback.compute_hypergradient(trainer, model, train_batch, validation_batch)
         assert result.solve.converged
         return torch.cat([part.reshape(-1) for part in result.hypergradients])

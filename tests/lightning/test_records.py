@@ -34,6 +34,7 @@ def test_a_record_holds_the_result_and_the_hyperparameters_structured() -> None:
     record = hyperstep_record(a_result(), NAMED, 12, True, 0.75, 2.5, taken=3, skipped=1)
     assert (record.step, record.applied, record.hypergradient_norm, record.validation_loss) == (12, True, 0.75, 2.5)
     assert (record.solver_iterations, record.hvp_count, record.solver_residual, record.alpha) == (7, 8, 0.25, 0.5)
+    assert record.solver_status == "tolerance_reached"
     assert record.hyperparameters == {
         "log_decay": {"value": -1.5},
         "rates": {"mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0},
@@ -60,6 +61,8 @@ def test_history_entries_of_old_checkpoints_become_records() -> None:
     record = record_from_logged(legacy)
     assert record["step"] == 5 and record["validation_loss"] == 1.5 and record["applied"]
     assert record["hyperparameters"] == {"d": {"value": -2.0}, "r": {"mean": 1.0, "min": 0.5}}
+    assert record["solver_status"] is None  # not known for entries written before it was recorded
+    assert record_from_logged({"step": 2, "hyperparameters": {}, "applied": True})["solver_status"] is None
 
 
 def test_the_history_is_thinned_to_its_limit_and_keeps_the_latest_entry() -> None:

@@ -149,7 +149,7 @@ def test_a_skipped_hyperstep_drops_the_warm_start() -> None:
 
     class Watching(HypergradientCallback):
         def hyperstep(self, trainer, module, batch):
-            starts.append(self.warm_start_solution is not None)
+            starts.append(self.solver_memory.solution is not None)
             return super().hyperstep(trainer, module, batch)
 
     L.seed_everything(0, verbose=False)

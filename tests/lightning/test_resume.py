@@ -30,8 +30,10 @@ def assert_same_fit(straight, resumed) -> None:
     for key in ("step", "exp_avg", "exp_avg_sq"):
         expected = straight_state["hyper_optimizer"]["state"][0][key]
         assert torch.equal(resumed_state["hyper_optimizer"]["state"][0][key], expected), key
-    for expected, actual in zip(straight_state["warm_start_solution"], resumed_state["warm_start_solution"]):
-        assert torch.equal(actual, expected)
+    expected_start, resumed_start = straight_state["warm_start_solution"], resumed_state["warm_start_solution"]
+    names = ["network.0.weight", "network.0.bias", "network.2.weight", "network.2.bias"]
+    assert list(resumed_start) == list(expected_start) == names  # by name, also after the fixture's positional list
+    assert all(torch.equal(resumed_start[name], expected_start[name]) for name in expected_start)
     # History entries (converted from the old flat form where the checkpoint held that) match the straight run.
     for key in ("step", "validation_loss", "hyperparameters", "applied"):
         assert [e[key] for e in resumed_callback.history] == [e[key] for e in straight_callback.history], key
