@@ -22,7 +22,8 @@ from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.lightning import averaging, checkpoint, contract, decision, distributed, records, update
 from lightning_hypergrad.lightning.batches import HyperBatches
 from lightning_hypergrad.lightning.decision import HyperstepResult
-from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context, loss_scale
+from lightning_hypergrad.lightning.loss_scale import HyperstepLossScale, checked_loss_scale
+from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context
 from lightning_hypergrad.lightning.module import BilevelLightningModule
 from lightning_hypergrad.solvers import IHVPSolver
 
@@ -65,6 +66,8 @@ class HypergradientCallback(Callback):
             hyperparameters, raising if not; a debugging aid.
         validation_dataloader: with several validation dataloaders (list or dict), the index or key of the one
             hypersteps draw from (without a ``hyper_dataloader()``); the first by default.
+        loss_scale: under ``16-mixed``, the hyperstep's own dynamic loss scale (backs off and recomputes on
+            overflow); ``None`` means ``HyperstepLossScale()``. Unused without a ``GradScaler``.
 
     Skipped hypersteps: a non-finite loss, a failed solve, a non-finite hypergradient or a step that leaves λ
     non-finite is never applied (λ is restored; ``docs/reliability.md``): counted (``hyper/skipped``) and warned,
@@ -89,6 +92,7 @@ class HypergradientCallback(Callback):
         sync: Literal["hvp", "hypergradient"] = "hvp",
         check_sync: bool = False,
         validation_dataloader: int | str = 0,
+        loss_scale: HyperstepLossScale | None = None,
     ) -> None:
         super().__init__()
         owner = "HypergradientCallback"
@@ -105,6 +109,7 @@ class HypergradientCallback(Callback):
         self.sync = check_choice(owner, "sync", sync, ("hvp", "hypergradient"))
         self.warm_start, self.check_sync = bool(warm_start), bool(check_sync)
         self.alpha_from_learning_rate = bool(alpha_from_learning_rate)
+        self.loss_scale = checked_loss_scale(loss_scale)
 
         self.batches = HyperBatches(self.train_batch == "fresh", validation_dataloader)
         self.hyper_optimizer: torch.optim.Optimizer | None = None
@@ -171,7 +176,9 @@ class HypergradientCallback(Callback):
             self.skipped += 1
             self.warm_start_solution = None  # a start from a failed hyperstep would fail the same way
             rank_zero_warn(decision.skip_warning(trainer.global_step, reason, self.skipped))
-        self._record(trainer, named, result, norm, applied=reason is None, learning_rate=learning_rate)
+        records.record_hyperstep(
+            trainer, self, result, named, norm, applied=reason is None, learning_rate=learning_rate, limit=HISTORY_LIMIT
+        )
         return reason is None
 
     def apply(
@@ -193,11 +200,17 @@ class HypergradientCallback(Callback):
         self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any
     ) -> HyperstepResult:
         """The hypergradient on these (device) batches at the module's current weights, with the solver that ran
-        and the validation loss.
+        and the validation loss; under a ``GradScaler`` recomputed at a lower loss scale while it overflows.
 
         Leaves weights, hyperparameters, buffers and train/eval modes as they were; non-finite losses give a result
         that carries the problem and no solve (:func:`~lightning_hypergrad.lightning.decision.loss_problem`).
         """
+        attempt = functools.partial(self._attempt, trainer, module, train_batch, validation_batch)
+        return self.loss_scale.run(attempt, trainer.precision_plugin, self.solver, module.device)
+
+    def _attempt(
+        self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any, scale: float
+    ) -> HyperstepResult:
         named = module.named_hyperparameters()
         with hyperstep_context(module):
             train_loss, validation_loss = evaluate_losses(
@@ -219,7 +232,7 @@ class HypergradientCallback(Callback):
                 [parameter for _, parameter in named],
                 solver,
                 damping=self.damping,
-                loss_scale=loss_scale(trainer.precision_plugin),
+                loss_scale=scale,
                 average=distributed.product_averaging(self.sync),
                 initial=self.warm_start_solution if self.warm_start else None,
             )
@@ -230,20 +243,3 @@ class HypergradientCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         checkpoint.load_callback_state(self, state_dict)
-
-    def _record(
-        self, trainer: Trainer, named: Any, result: HyperstepResult, norm: Tensor, *, applied: bool, learning_rate: Any
-    ) -> None:
-        record = records.hyperstep_record(
-            result,
-            named,
-            trainer.global_step,
-            applied,
-            float(norm),
-            result.validation_loss,
-            taken=self.taken,
-            skipped=self.skipped,
-            learning_rate=learning_rate,
-        )
-        records.log_hyperstep(trainer, record)
-        records.append_bounded(self.history, records.as_history_entry(record), HISTORY_LIMIT)

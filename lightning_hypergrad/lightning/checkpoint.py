@@ -2,8 +2,8 @@
 
 The keys are stable: ``taken``, ``skipped``, ``last_step_seen``, the hyper batches' positions
 (``hyper_batches_drawn``, ``train_batches_drawn``), ``warm_start_solution``, ``history``, ``hyper_optimizer``,
-``hyper_lr_scheduler`` and ``solver``. A key missing from an older checkpoint takes its default, and history entries
-in the older flat form are converted. The optimizers' state is applied at ``on_fit_start``, once they exist.
+``hyper_lr_scheduler``, ``solver`` and ``loss_scale`` (the hyperstep's own loss scale under ``16-mixed``). A key
+missing from an older checkpoint takes its default, and history entries in the older flat form are converted. The optimizers' state is applied at ``on_fit_start``, once they exist.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def callback_state(callback: HypergradientCallback) -> dict[str, Any]:
         "hyper_optimizer": optimizer.state_dict() if optimizer is not None else None,
         "hyper_lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
         "solver": callback.solver.state_dict(),
+        "loss_scale": callback.loss_scale.state_dict(),
     }
 
 
@@ -42,6 +43,7 @@ def load_callback_state(callback: HypergradientCallback, state: dict[str, Any]) 
     callback.history = [records.record_from_logged(entry) for entry in state.get("history", [])]
     if state.get("solver") is not None:
         callback.solver.load_state_dict(state["solver"])
+    callback.loss_scale.load_state_dict(state.get("loss_scale", {}))
     callback.batches.load_state_dict(state)
     callback.pending_state = dict(state)
 

@@ -37,11 +37,14 @@ class HyperstepResult(HypergradientResult):
             rate (``alpha_from_learning_rate``); its advice is the one a failed solve needs.
         validation_loss: the hyper batch's validation loss, or ``None`` when unknown.
         loss_problem: why no solve could run (:func:`loss_problem`), else ``None``.
+        loss_scale: the hyperstep's own loss scale it was computed at under a ``GradScaler``
+            (:class:`~lightning_hypergrad.lightning.loss_scale.HyperstepLossScale`); ``None`` without one.
     """
 
     solver: IHVPSolver | None = None
     validation_loss: float | None = None
     loss_problem: str | None = None
+    loss_scale: float | None = None
 
     @classmethod
     def of(cls, result: HypergradientResult, solver: IHVPSolver, validation_loss: float | None) -> HyperstepResult:
@@ -133,7 +136,10 @@ def skip_reason(result: HyperstepResult, hypergradient_norm: Tensor, failed_anyw
         if solve.converged:
             return "the solve failed on another process; see that process's batch"
         advice = result.solver.failure_advice(solve) if result.solver is not None else "consider damping"
-        return f"the solve failed ({solve.status.value}, residual {float(solve.residual_norm):.3g}); {advice}"
+        scaled = "" if result.loss_scale is None else f" at the hyperstep's loss scale {result.loss_scale:g}"
+        if scaled and solve.status is SolveStatus.NON_FINITE:
+            scaled += ", the lowest it backed off to (HyperstepLossScale's retries and min_scale bound the back-off)"
+        return f"the solve failed{scaled} ({solve.status.value}, residual {float(solve.residual_norm):.3g}); {advice}"
     if not bool(torch.isfinite(hypergradient_norm)):
         return (
             "the hypergradient is not finite although the solve succeeded (the mixed term overflowed: an "

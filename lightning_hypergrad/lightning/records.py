@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import Trainer
@@ -14,6 +14,10 @@ from torch import Tensor, nn
 
 from lightning_hypergrad.engine.hypergradient import HypergradientResult
 from lightning_hypergrad.lightning import adapter
+from lightning_hypergrad.lightning.decision import HyperstepResult
+
+if TYPE_CHECKING:
+    from lightning_hypergrad.lightning.callback import HypergradientCallback
 
 PROGRESS_BAR_HYPERPARAMETERS = 4  # more would crowd the bar; loggers get them all
 STATISTICS = ("mean", "std", "min", "max")
@@ -33,6 +37,7 @@ class HyperstepRecord:
         validation_loss: the hyper batch's validation loss (``None`` if unknown).
         alpha: the solver's step size α, if it has one.
         learning_rate: the hyper optimizer's learning rate for this hyperstep (first parameter group).
+        loss_scale: the hyperstep's own loss scale under a ``GradScaler`` (``16-mixed``), else ``None``.
         hyperparameters: per hyperparameter name, ``{"value": v}`` (one element) or ``{"mean", "std", "min",
             "max"}`` of its raw values after the hyperstep.
     """
@@ -51,6 +56,7 @@ class HyperstepRecord:
     alpha: float | None
     hyperparameters: dict[str, dict[str, float]]
     learning_rate: float | None = None
+    loss_scale: float | None = None
 
     def logged(self) -> dict[str, float]:
         """The metrics sent to loggers: ``hyper/<field>`` and ``hparam/<name>`` or ``hparam/<name>/<statistic>``."""
@@ -63,6 +69,8 @@ class HyperstepRecord:
             metrics["hyper/validation_loss"] = self.validation_loss
         if self.learning_rate is not None:
             metrics["hyper/learning_rate"] = self.learning_rate
+        if self.loss_scale is not None:
+            metrics["hyper/loss_scale"] = self.loss_scale
         for name, statistics in self.hyperparameters.items():
             for statistic, value in statistics.items():
                 metrics[f"hparam/{name}" if statistic == "value" else f"hparam/{name}/{statistic}"] = value
@@ -104,6 +112,7 @@ def hyperstep_record(
     taken: int,
     skipped: int,
     learning_rate: float | None = None,
+    loss_scale: float | None = None,
 ) -> HyperstepRecord:
     """The record of one hyperstep from its result and the hyperparameters (named) after it."""
     solve = result.solve
@@ -122,7 +131,48 @@ def hyperstep_record(
         alpha=None if solve.alpha is None else float(solve.alpha),
         hyperparameters=summarize_hyperparameters(named),
         learning_rate=learning_rate,
+        loss_scale=loss_scale,
     )
+
+
+def record_hyperstep(
+    trainer: Trainer,
+    callback: HypergradientCallback,
+    result: HyperstepResult,
+    named: Sequence[tuple[str, nn.Parameter]],
+    hypergradient_norm: Tensor,
+    *,
+    applied: bool,
+    learning_rate: float | None,
+    limit: int,
+) -> None:
+    """Log one hyperstep of ``callback`` (:func:`log_hyperstep`) and keep it in its ``history``, bounded by
+    ``limit`` entries (:func:`append_bounded`).
+
+    Args:
+        trainer: the Trainer, whose ``global_step`` the hyperstep followed and whose loggers receive it.
+        callback: the callback, after counting this hyperstep as taken or skipped.
+        result: the hyperstep's result.
+        named: the hyperparameters by name, after the hyperstep.
+        hypergradient_norm: the norm of the hypergradient (before clipping).
+        applied: whether the hyperparameters were stepped.
+        learning_rate: the hyper optimizer's learning rate for this hyperstep.
+        limit: the most history entries kept.
+    """
+    record = hyperstep_record(
+        result,
+        named,
+        trainer.global_step,
+        applied,
+        float(hypergradient_norm),
+        result.validation_loss,
+        taken=callback.taken,
+        skipped=callback.skipped,
+        learning_rate=learning_rate,
+        loss_scale=result.loss_scale,
+    )
+    log_hyperstep(trainer, record)
+    append_bounded(callback.history, as_history_entry(record), limit)
 
 
 def record_from_logged(entry: dict[str, float]) -> dict[str, Any]:
