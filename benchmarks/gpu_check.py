@@ -1,8 +1,9 @@
 """GPU check for mixed precision: hyperstep time, peak memory and agreement with float32, per precision.
 
 Trains the default job's per-weight-decay MLP (wider, so the GPU has work) under each precision, timing every
-hyperstep, then compares the hypergradient computed under that precision with the float32 one at the same
-weights and batches. Prints one table. Meant for one GPU, well under 5 minutes:
+hyperstep and keeping the hyperstep's own loss scale (``16-mixed`` only), then compares the hypergradient
+computed under that precision with the float32 one at the same weights and batches. Prints one table. Meant for
+one GPU, well under 5 minutes:
 
     python benchmarks/gpu_check.py                  # cuda
     python benchmarks/gpu_check.py --accelerator cpu --epochs 2   # a smoke run without a GPU
@@ -97,6 +98,7 @@ def run(precision: str, accelerator: str, epochs: int) -> dict[str, float]:
         "cosine_to_fp32": cosine,
         "taken": callback.taken,
         "skipped": callback.skipped,
+        "loss_scale": callback.loss_scale.scale,  # the hyperstep's own, under 16-mixed; None elsewhere
     }
 
 
@@ -108,14 +110,16 @@ def main() -> None:
     if arguments.accelerator == "gpu" and not torch.cuda.is_available():
         raise SystemExit("No CUDA device; pass --accelerator cpu for a smoke run.")
     print(f"device: {torch.cuda.get_device_name() if arguments.accelerator == 'gpu' else 'cpu'}")
-    print(f"{'precision':>11} {'hyperstep ms':>13} {'peak MiB':>9} {'cos to fp32':>12} {'taken':>6} {'skipped':>8}")
+    header = f"{'precision':>11} {'hyperstep ms':>13} {'peak MiB':>9} {'cos to fp32':>12} {'taken':>6} {'skipped':>8}"
+    print(f"{header} {'hyper scale':>12}")
     baseline = None
     for precision in ("32-true", "bf16-mixed", "16-mixed"):
         row = run(precision, arguments.accelerator, arguments.epochs)
         baseline = baseline or row["hyperstep_ms"]
         print(
             f"{precision:>11} {row['hyperstep_ms']:13.1f} {row['peak_mib']:9.1f} {row['cosine_to_fp32']:12.5f} "
-            f"{row['taken']:6d} {row['skipped']:8d}   (time ratio to 32-true: {row['hyperstep_ms'] / baseline:.2f})"
+            f"{row['taken']:6d} {row['skipped']:8d} {row['loss_scale'] or '-':>12}"
+            f"   (time ratio to 32-true: {row['hyperstep_ms'] / baseline:.2f})"
         )
 
 

@@ -23,7 +23,10 @@ MOVED = {
     "lightning_hypergrad.averaging": ("lightning_hypergrad.lightning.averaging",),
     "lightning_hypergrad.schedules": ("lightning_hypergrad.lightning.schedules",),
     "lightning_hypergrad.hyper_batches": ("lightning_hypergrad.lightning.batches",),
-    "lightning_hypergrad.loss_evaluation": ("lightning_hypergrad.lightning.losses",),
+    "lightning_hypergrad.loss_evaluation": (
+        "lightning_hypergrad.lightning.losses",
+        "lightning_hypergrad.lightning.loss_scale",
+    ),
     "lightning_hypergrad.safeguards": (
         "lightning_hypergrad.lightning.decision",
         "lightning_hypergrad.lightning.update",

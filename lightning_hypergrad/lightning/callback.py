@@ -22,7 +22,8 @@ from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.lightning import averaging, checkpoint, contract, decision, distributed, records, update
 from lightning_hypergrad.lightning.batches import HyperBatches
 from lightning_hypergrad.lightning.decision import HyperstepResult
-from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context, loss_scale
+from lightning_hypergrad.lightning.loss_scale import HyperstepLossScale, checked_loss_scale
+from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context
 from lightning_hypergrad.lightning.module import BilevelLightningModule
 from lightning_hypergrad.lightning.solver_memory import SolverMemory
 from lightning_hypergrad.solvers import IHVPSolver
@@ -68,6 +69,8 @@ class HypergradientCallback(Callback):
             hyperparameters, raising if not; a debugging aid.
         validation_dataloader: with several validation dataloaders (list or dict), the index or key of the one
             hypersteps draw from (without a ``hyper_dataloader()``); the first by default.
+        loss_scale: under ``16-mixed``, the hyperstep's own dynamic loss scale (backs off and recomputes on
+            overflow); ``None`` means ``HyperstepLossScale()``. Unused without a ``GradScaler``.
 
     Skipped hypersteps: a non-finite loss, a failed solve, a non-finite hypergradient or a step that leaves λ
     non-finite is never applied (λ is restored; ``docs/reliability.md``): counted (``hyper/skipped``) and warned,
@@ -92,6 +95,7 @@ class HypergradientCallback(Callback):
         sync: Literal["hvp", "hypergradient"] = "hvp",
         check_sync: bool = False,
         validation_dataloader: int | str = 0,
+        loss_scale: HyperstepLossScale | None = None,
     ) -> None:
         super().__init__()
         owner = "HypergradientCallback"
@@ -108,6 +112,7 @@ class HypergradientCallback(Callback):
         self.sync = check_choice(owner, "sync", sync, ("hvp", "hypergradient"))
         self.warm_start, self.check_sync = bool(warm_start), bool(check_sync)
         self.alpha_from_learning_rate = bool(alpha_from_learning_rate)
+        self.loss_scale = checked_loss_scale(loss_scale)
 
         self.batches = HyperBatches(self.train_batch == "fresh", validation_dataloader)
         self.hyper_optimizer: torch.optim.Optimizer | None = None
@@ -198,12 +203,18 @@ class HypergradientCallback(Callback):
         self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any
     ) -> HyperstepResult:
         """The hypergradient on these (device) batches at the module's current weights, with the solver that ran
-        and the validation loss.
+        and the validation loss; under a ``GradScaler`` recomputed at a lower loss scale while it overflows.
 
         Leaves weights, hyperparameters, buffers and train/eval modes as they were; non-finite losses give a result
         that carries the problem and no solve (:func:`~lightning_hypergrad.lightning.decision.loss_problem`). Of
         ``trainer`` it reads ``precision_plugin``, ``global_step`` and, for ``alpha_from_learning_rate``, ``optimizers``.
         """
+        attempt = functools.partial(self._attempt, trainer, module, train_batch, validation_batch)
+        return self.loss_scale.run(attempt, trainer.precision_plugin, self.solver, module.device)
+
+    def _attempt(
+        self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any, scale: float
+    ) -> HyperstepResult:
         named = module.named_hyperparameters()
         with hyperstep_context(module):
             train_loss, validation_loss = evaluate_losses(
@@ -227,7 +238,7 @@ class HypergradientCallback(Callback):
                 [parameter for _, parameter in named],
                 solver,
                 damping=self.damping,
-                loss_scale=loss_scale(trainer.precision_plugin),
+                loss_scale=scale,
                 average=distributed.product_averaging(self.sync),
                 initial=initial,
             )

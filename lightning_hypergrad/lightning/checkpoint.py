@@ -3,8 +3,8 @@
 The keys are stable: ``taken``, ``skipped``, ``last_step_seen``, the hyper batches' positions
 (``hyper_batches_drawn``, ``train_batches_drawn``), ``warm_start_solution`` (weight name → tensor; a positional
 list in older checkpoints), ``solver_weights`` (the names and shapes of the weights the warm start and the solver's
-state belong to), ``history``, ``hyper_optimizer``, ``hyper_lr_scheduler`` and ``solver``. A key missing from an
-older checkpoint takes its default, and history entries in the older flat form are converted. The optimizers'
+state belong to), ``history``, ``hyper_optimizer``, ``hyper_lr_scheduler``, ``solver`` and ``loss_scale`` (the
+hyperstep's own loss scale under ``16-mixed``). A key missing from an older checkpoint takes its default, and history entries in the older flat form are converted. The optimizers'
 state is applied at ``on_fit_start``, once they exist; the warm start is matched to the weights, and moved to their
 devices, at the next solve (:class:`~lightning_hypergrad.lightning.solver_memory.SolverMemory`).
 """
@@ -32,6 +32,7 @@ def callback_state(callback: HypergradientCallback) -> dict[str, Any]:
         "hyper_optimizer": optimizer.state_dict() if optimizer is not None else None,
         "hyper_lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
         "solver": callback.solver.state_dict(),
+        "loss_scale": callback.loss_scale.state_dict(),
     }
 
 
@@ -44,6 +45,7 @@ def load_callback_state(callback: HypergradientCallback, state: dict[str, Any]) 
     callback.history = [records.record_from_logged(entry) for entry in state.get("history", [])]
     if state.get("solver") is not None:
         callback.solver.load_state_dict(state["solver"])
+    callback.loss_scale.load_state_dict(state.get("loss_scale", {}))
     callback.batches.load_state_dict(state)
     callback.pending_state = dict(state)
 

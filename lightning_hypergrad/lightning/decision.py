@@ -39,12 +39,15 @@ class HyperstepResult(HypergradientResult):
         loss_problem: why no solve could run (:func:`loss_problem`), else ``None``.
         alpha_from_learning_rate: whether the solver's α was the weights' learning rate; a remedy that says to
             lower α then says to lower that learning rate.
+        loss_scale: the hyperstep's own loss scale it was computed at under a ``GradScaler``
+            (:class:`~lightning_hypergrad.lightning.loss_scale.HyperstepLossScale`); ``None`` without one.
     """
 
     solver: IHVPSolver | None = None
     validation_loss: float | None = None
     loss_problem: str | None = None
     alpha_from_learning_rate: bool = False
+    loss_scale: float | None = None
 
     @classmethod
     def of(
@@ -149,7 +152,10 @@ def skip_reason(result: HyperstepResult, hypergradient_norm: Tensor, failed_anyw
                 f" With alpha_from_learning_rate=True that alpha ({solve.alpha:g}) is the weights' learning rate: "
                 "lower the weights' learning rate, or set alpha_from_learning_rate=False for the solver's own alpha"
             )
-        return f"the solve failed ({solve.status.value}, residual {float(solve.residual_norm):.3g}); {advice}"
+        scaled = "" if result.loss_scale is None else f" at the hyperstep's loss scale {result.loss_scale:g}"
+        if scaled and solve.status is SolveStatus.NON_FINITE:
+            scaled += ", the lowest it backed off to (HyperstepLossScale's retries and min_scale bound the back-off)"
+        return f"the solve failed{scaled} ({solve.status.value}, residual {float(solve.residual_norm):.3g}); {advice}"
     if not bool(torch.isfinite(hypergradient_norm)):
         return (
             "the hypergradient is not finite although the solve succeeded (the mixed term overflowed: an "

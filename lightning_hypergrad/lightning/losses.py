@@ -98,11 +98,3 @@ def evaluate_losses(
             submodule.training = training
         train_loss = module.training_loss(train_batch)
     return train_loss, validation_loss
-
-
-def loss_scale(precision: Precision) -> float:
-    """The weights' current AMP loss scale under ``16-mixed`` (keeps float16 products from underflowing), else 1."""
-    scaler = getattr(precision, "scaler", None)
-    if scaler is not None and scaler.is_enabled():
-        return float(scaler.get_scale())
-    return 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import Trainer
@@ -14,7 +14,11 @@ from torch import Tensor, nn
 
 from lightning_hypergrad.engine.hypergradient import HypergradientResult
 from lightning_hypergrad.lightning import adapter
+from lightning_hypergrad.lightning.decision import HyperstepResult
 from lightning_hypergrad.solvers.base import SolveStatus
+
+if TYPE_CHECKING:
+    from lightning_hypergrad.lightning.callback import HypergradientCallback
 
 PROGRESS_BAR_HYPERPARAMETERS = 4  # more would crowd the bar; loggers get them all
 STATISTICS = ("mean", "std", "min", "max")
@@ -36,6 +40,7 @@ class HyperstepRecord:
         solver_status: how the solve ended, a :class:`~lightning_hypergrad.solvers.SolveStatus` value
             (``"not_run"`` when the hyperstep's losses forbade a solve; ``None`` in entries of older checkpoints).
         learning_rate: the hyper optimizer's learning rate for this hyperstep (first parameter group).
+        loss_scale: the hyperstep's own loss scale under a ``GradScaler`` (``16-mixed``), else ``None``.
         hyperparameters: per hyperparameter name, ``{"value": v}`` (one element) or ``{"mean", "std", "min",
             "max"}`` of its raw values after the hyperstep.
     """
@@ -55,6 +60,7 @@ class HyperstepRecord:
     hyperparameters: dict[str, dict[str, float]]
     learning_rate: float | None = None
     solver_status: str | None = None
+    loss_scale: float | None = None
 
     def logged(self) -> dict[str, float]:
         """The metrics sent to loggers: ``hyper/<field>`` and ``hparam/<name>`` or ``hparam/<name>/<statistic>``.
@@ -71,6 +77,8 @@ class HyperstepRecord:
             metrics["hyper/validation_loss"] = self.validation_loss
         if self.learning_rate is not None:
             metrics["hyper/learning_rate"] = self.learning_rate
+        if self.loss_scale is not None:
+            metrics["hyper/loss_scale"] = self.loss_scale
         for name, statistics in self.hyperparameters.items():
             for statistic, value in statistics.items():
                 metrics[f"hparam/{name}" if statistic == "value" else f"hparam/{name}/{statistic}"] = value
@@ -112,6 +120,7 @@ def hyperstep_record(
     taken: int,
     skipped: int,
     learning_rate: float | None = None,
+    loss_scale: float | None = None,
 ) -> HyperstepRecord:
     """The record of one hyperstep from its result and the hyperparameters (named) after it."""
     solve = result.solve
@@ -131,7 +140,48 @@ def hyperstep_record(
         hyperparameters=summarize_hyperparameters(named),
         learning_rate=learning_rate,
         solver_status=solve.status.value,
+        loss_scale=loss_scale,
     )
+
+
+def record_hyperstep(
+    trainer: Trainer,
+    callback: HypergradientCallback,
+    result: HyperstepResult,
+    named: Sequence[tuple[str, nn.Parameter]],
+    hypergradient_norm: Tensor,
+    *,
+    applied: bool,
+    learning_rate: float | None,
+    limit: int,
+) -> None:
+    """Log one hyperstep of ``callback`` (:func:`log_hyperstep`) and keep it in its ``history``, bounded by
+    ``limit`` entries (:func:`append_bounded`).
+
+    Args:
+        trainer: the Trainer, whose ``global_step`` the hyperstep followed and whose loggers receive it.
+        callback: the callback, after counting this hyperstep as taken or skipped.
+        result: the hyperstep's result.
+        named: the hyperparameters by name, after the hyperstep.
+        hypergradient_norm: the norm of the hypergradient (before clipping).
+        applied: whether the hyperparameters were stepped.
+        learning_rate: the hyper optimizer's learning rate for this hyperstep.
+        limit: the most history entries kept.
+    """
+    record = hyperstep_record(
+        result,
+        named,
+        trainer.global_step,
+        applied,
+        float(hypergradient_norm),
+        result.validation_loss,
+        taken=callback.taken,
+        skipped=callback.skipped,
+        learning_rate=learning_rate,
+        loss_scale=result.loss_scale,
+    )
+    log_hyperstep(trainer, record)
+    append_bounded(callback.history, as_history_entry(record), limit)
 
 
 def record_from_logged(entry: dict[str, float]) -> dict[str, Any]:
@@ -159,47 +209,6 @@ def append_bounded(history: list[dict[str, Any]], entry: dict[str, Any], limit: 
     history.append(entry)
     if len(history) > limit:
         history[:] = history[::-1][::2][::-1]
-
-
-def record_hyperstep(
-    trainer: Trainer,
-    callback: Any,
-    result: Any,
-    named: Sequence[tuple[str, nn.Parameter]],
-    hypergradient_norm: Tensor,
-    *,
-    applied: bool,
-    learning_rate: float | None,
-    limit: int,
-) -> HyperstepRecord:
-    """Record one hyperstep of ``callback``: build its record (:func:`hyperstep_record`) from the callback's
-    counters, log it (:func:`log_hyperstep`) and keep it in the callback's ``history`` (at most ``limit`` entries).
-
-    Args:
-        trainer: the Trainer whose loggers and progress bar get the record.
-        callback: the :class:`~lightning_hypergrad.HypergradientCallback`: its ``taken`` and ``skipped``
-            counters, already updated for this hyperstep, and its ``history``.
-        result: the hyperstep's :class:`~lightning_hypergrad.lightning.decision.HyperstepResult`.
-        named: the hyperparameters, named, after the hyperstep.
-        hypergradient_norm: the 2-norm of the hypergradient (recorded only when ``applied``).
-        applied: whether the hyperparameters were stepped.
-        learning_rate: the hyper optimizer's learning rate for this hyperstep.
-        limit: the most history entries kept (:func:`append_bounded`).
-    """
-    record = hyperstep_record(
-        result,
-        named,
-        trainer.global_step,
-        applied,
-        float(hypergradient_norm),
-        result.validation_loss,
-        taken=callback.taken,
-        skipped=callback.skipped,
-        learning_rate=learning_rate,
-    )
-    log_hyperstep(trainer, record)
-    append_bounded(callback.history, as_history_entry(record), limit)
-    return record
 
 
 def log_hyperstep(trainer: Trainer, record: HyperstepRecord) -> None:

@@ -50,6 +50,13 @@ def test_a_record_holds_the_result_and_the_hyperparameters_structured() -> None:
     }
 
 
+def test_the_hypersteps_loss_scale_is_logged_only_under_a_grad_scaler() -> None:
+    scaled = hyperstep_record(a_result(), NAMED, 12, True, 0.75, 2.5, taken=3, skipped=1, loss_scale=2048.0)
+    assert scaled.loss_scale == 2048.0 and scaled.logged()["hyper/loss_scale"] == 2048.0
+    unscaled = hyperstep_record(a_result(), NAMED, 12, True, 0.75, 2.5, taken=3, skipped=1)
+    assert unscaled.loss_scale is None and "hyper/loss_scale" not in unscaled.logged()
+
+
 def test_a_skipped_hyperstep_has_no_hypergradient_norm() -> None:
     record = hyperstep_record(a_result(False), NAMED, 4, False, 9.0, None, taken=0, skipped=1)
     assert math.isnan(record.hypergradient_norm) and "hyper/validation_loss" not in record.logged()
