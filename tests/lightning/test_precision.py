@@ -127,7 +127,7 @@ def test_a_recomputed_hyperstep_equals_one_computed_at_the_lower_scale_from_the_
         callback = HypergradientCallback(Neumann(iterations=10, lanczos_steps=5))
         callback.loss_scale.load_state_dict({"scale": scale})
         torch.manual_seed(1)
-        trainer = SimpleNamespace(precision_plugin=precision, optimizers=[])
+        trainer = SimpleNamespace(precision_plugin=precision, optimizers=[], global_step=0)
         return callback.compute_hypergradient(trainer, model, train_batch, validation_batch)
 
     retried = hyperstep(None)  # from the weights' 65536 down to the first scale that does not overflow
