@@ -1,4 +1,5 @@
-"""Resuming a fit with the HypergradientCallback: from a checkpoint written by an older version, and bit-exactly."""
+"""Resuming a fit with the HypergradientCallback: from a checkpoint written by an older version (on another
+machine, so within float32 rounding), and bit-exactly from one written and resumed here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from lightning_hypergrad.solvers import Identity
 from tests.fixtures.make_callback_checkpoint import CHECKPOINT, FIXTURE_EPOCHS, fit
 
 TOTAL_EPOCHS = 2 * FIXTURE_EPOCHS
+# The committed fixture was computed on another CPU, whose kernels may round differently (other SIMD widths and
+# summation orders give results a few float32 ulps apart). Resuming from the fixture with every weight moved by
+# 4 ulps moves the final state by at most 9.5e-7 (6.4e-7 relative); a broken resume moves it by 4e-3 or more
+# (the hyper batches one position off: 4.0e-3; the hyper scheduler's state lost: 1.6e-2; Adam's moments lost:
+# 5.9e-2). These tolerances sit 10 times above the first and 400 times below the others.
+ACROSS_MACHINES = {"rtol": 1e-5, "atol": 1e-6}
+BIT_EXACT = {"rtol": 0.0, "atol": 0.0}
 
 
 def callback_state(checkpoint_path) -> dict:
@@ -17,11 +25,13 @@ def callback_state(checkpoint_path) -> dict:
     return state
 
 
-def assert_same_fit(straight, resumed) -> None:
+def assert_same_fit(straight, resumed, tolerance: dict[str, float]) -> None:
+    """Same weights, hyperparameters, hyper optimizer, warm start and history (floats within ``tolerance``), and
+    exactly the same counts, hyper batch positions and scheduler state."""
     straight_model, straight_callback, _ = straight
     resumed_model, resumed_callback, _ = resumed
     for (name, expected), actual in zip(straight_model.state_dict().items(), resumed_model.state_dict().values()):
-        assert torch.equal(actual, expected), f"{name} differs after resume"
+        torch.testing.assert_close(actual, expected, **tolerance, msg=lambda text, name=name: f"{name}: {text}")
     assert resumed_callback.taken == straight_callback.taken
     assert resumed_callback.skipped == straight_callback.skipped
     straight_state, resumed_state = straight_callback.state_dict(), resumed_callback.state_dict()
@@ -29,12 +39,14 @@ def assert_same_fit(straight, resumed) -> None:
     assert resumed_state["hyper_lr_scheduler"] == straight_state["hyper_lr_scheduler"]
     for key in ("step", "exp_avg", "exp_avg_sq"):
         expected = straight_state["hyper_optimizer"]["state"][0][key]
-        assert torch.equal(resumed_state["hyper_optimizer"]["state"][0][key], expected), key
-    for expected, actual in zip(straight_state["warm_start_solution"], resumed_state["warm_start_solution"]):
-        assert torch.equal(actual, expected)
+        torch.testing.assert_close(resumed_state["hyper_optimizer"]["state"][0][key], expected, **tolerance)
+    torch.testing.assert_close(resumed_state["warm_start_solution"], straight_state["warm_start_solution"], **tolerance)
     # History entries (converted from the old flat form where the checkpoint held that) match the straight run.
-    for key in ("step", "validation_loss", "hyperparameters", "applied"):
+    for key in ("step", "applied"):
         assert [e[key] for e in resumed_callback.history] == [e[key] for e in straight_callback.history], key
+    for key in ("validation_loss", "hyperparameters"):
+        expected = [e[key] for e in straight_callback.history]
+        torch.testing.assert_close([e[key] for e in resumed_callback.history], expected, **tolerance)
 
 
 def test_the_committed_fixture_holds_the_old_checkpoint_keys() -> None:
@@ -45,12 +57,12 @@ def test_the_committed_fixture_holds_the_old_checkpoint_keys() -> None:
     assert "solver" not in state  # written before solvers had checkpoint state
 
 
-def test_a_checkpoint_written_by_an_older_version_resumes_bit_exactly() -> None:
+def test_a_checkpoint_written_by_an_older_version_on_another_machine_resumes_within_rounding() -> None:
     torch.set_num_threads(1)
     straight = fit(TOTAL_EPOCHS)
     resumed = fit(TOTAL_EPOCHS, ckpt_path=CHECKPOINT)
     assert straight[1].taken == 7  # hypersteps at steps 3, 5, ..., 15
-    assert_same_fit(straight, resumed)
+    assert_same_fit(straight, resumed, ACROSS_MACHINES)
 
 
 def test_a_checkpoint_written_now_resumes_bit_exactly(tmp_path) -> None:
@@ -58,7 +70,7 @@ def test_a_checkpoint_written_now_resumes_bit_exactly(tmp_path) -> None:
     _, _, first_half = fit(FIXTURE_EPOCHS)
     path = tmp_path / "half.ckpt"
     first_half.save_checkpoint(path)
-    assert_same_fit(fit(TOTAL_EPOCHS), fit(TOTAL_EPOCHS, ckpt_path=path))
+    assert_same_fit(fit(TOTAL_EPOCHS), fit(TOTAL_EPOCHS, ckpt_path=path), BIT_EXACT)
 
 
 class RememberingIdentity(Identity):
