@@ -34,6 +34,18 @@ def validation_dataloaders(trainer: Trainer) -> Any:
     return trainer.val_dataloaders
 
 
+def evaluation_dataloader_idx(trainer: Trainer) -> int:
+    """The index of the validation (or test) dataloader whose batch the running evaluation step is on; 0 with one.
+
+    Lightning passes ``dataloader_idx`` to the step only with several loaders, and a user's override may not pass
+    it on to ``super()``. The running loop's result collection holds it (``_results.dataloader_idx``, what
+    ``self.log`` reads to name metrics per loader; no public accessor in 2.6).
+    """
+    results = trainer._results
+    index = results.dataloader_idx if results is not None else None
+    return index or 0
+
+
 def ddp_spellings(module: nn.Module, parameters: Iterable[Tensor]) -> list[str]:
     """Every name under which torch's DDP may look ``parameters`` up in its ignore list.
 

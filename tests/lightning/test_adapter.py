@@ -97,6 +97,8 @@ def test_the_adapter_still_finds_the_private_attributes_it_relies_on() -> None:
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     assert hasattr(trainer.fit_loop.epoch_loop.val_loop, "_data_source")
     assert trainer.fit_loop.epoch_loop.batch_progress.is_last_batch is False
+    assert trainer._results is None  # no loop running; inside one, its result collection:
+    assert trainer.fit_loop.epoch_loop.val_loop._results.dataloader_idx is None
     assert isinstance(trainer.callback_metrics, dict) and isinstance(trainer.progress_bar_metrics, dict)
     source = inspect.getsource(DistributedDataParallel)
     assert "module._ddp_params_and_buffers_to_ignore" in source  # read from the wrapped module
