@@ -8,6 +8,7 @@ Lightning or torch object, reach into the Trainer's loops, or write the Trainer'
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,7 @@ from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveragi
 from lightning.pytorch.core.hooks import DataHooks
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
 
 
 def validation_dataloaders(trainer: Trainer) -> Any:
@@ -32,6 +34,21 @@ def validation_dataloaders(trainer: Trainer) -> Any:
         if trainer.val_dataloaders is None:
             return val_loop._data_source.dataloader()
     return trainer.val_dataloaders
+
+
+def own_loader(loader: Any) -> Any:
+    """A DataLoader of the hyperstep's own: a shallow copy of ``loader`` (same dataset, sampler, collate function
+    and worker settings) without its iterator; any other iterable unchanged.
+
+    A DataLoader with ``persistent_workers`` keeps one iterator, and its worker pool, in ``_iterator`` (torch 2.14):
+    every ``iter()`` of the object resets that one iterator. A second stream over the fit loop's loader object
+    would cut the fit's epoch short and take its batches; the copy starts its own iterator and pool.
+    """
+    if not isinstance(loader, DataLoader):
+        return loader
+    copied = copy.copy(loader)
+    copied._iterator = None
+    return copied
 
 
 def evaluation_dataloader_idx(trainer: Trainer) -> int:

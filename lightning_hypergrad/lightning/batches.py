@@ -15,14 +15,16 @@ from lightning_hypergrad.lightning import adapter, distributed
 class HyperBatches:
     """The one place that picks, shards, cycles, replays and converts the batches hypersteps use.
 
-    :meth:`start` finds the loaders (see :func:`hyper_loader` and :func:`fresh_train_loader`), shards each
-    across processes (:func:`~lightning_hypergrad.lightning.distributed.shard_loader`) and cycles it endlessly
-    (:class:`~lightning_hypergrad.data.cycling.CyclingLoader`), indexing whole batches of a tensor dataset at once
-    where that gives the loader's exact batches (:func:`~lightning_hypergrad.data.batch_indexing.batch_indexing`). Batches come out as Lightning's own loops hand
-    them to the module: through ``trainer.precision_plugin.convert_input`` (float64 under ``64-true``,
-    bfloat16 under ``bf16-true``) and then ``trainer.strategy.batch_to_device`` (which runs the module's batch
-    transfer hooks). :meth:`state_dict` records how many batches each stream handed out; after a resume
-    :meth:`start` replays that position, so the next batch is the one an uninterrupted run would have drawn.
+    :meth:`start` finds the loaders (see :func:`hyper_loader` and :func:`fresh_train_loader`), takes its own copy of
+    each (:func:`~lightning_hypergrad.lightning.adapter.own_loader`: never the fit loop's iterator or worker
+    processes), shards each across processes (:func:`~lightning_hypergrad.lightning.distributed.shard_loader`) and
+    cycles it endlessly (:class:`~lightning_hypergrad.data.cycling.CyclingLoader`), indexing whole batches of a
+    tensor dataset at once where that gives the loader's exact batches
+    (:func:`~lightning_hypergrad.data.batch_indexing.batch_indexing`). Batches come out as Lightning's own loops
+    hand them to the module: through ``trainer.precision_plugin.convert_input`` (float64 under ``64-true``, bfloat16
+    under ``bf16-true``) and then ``trainer.strategy.batch_to_device`` (which runs the module's batch transfer
+    hooks). :meth:`state_dict` records how many batches each stream handed out; after a resume :meth:`start` replays
+    that position, so the next batch is the one an uninterrupted run would have drawn.
 
     Args:
         fresh_train: also keep a stream over the training data (``train_batch="fresh"``).
@@ -38,13 +40,10 @@ class HyperBatches:
 
     def start(self, trainer: Trainer, module: LightningModule) -> None:
         """Open the streams (at the start of training), at the position a loaded state recorded."""
-        shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
-        loader = hyper_loader(trainer, module, self.validation_dataloader)
-        self.hyper = CyclingLoader(batch_indexing(distributed.shard_loader(loader, **shard)))
+        self.hyper = _stream(trainer, hyper_loader(trainer, module, self.validation_dataloader))
         self.hyper.skip_to(self._resume_at.get("hyper_batches_drawn", 0))
         if self.fresh_train:
-            train = distributed.shard_loader(fresh_train_loader(trainer, module), **shard)
-            self.train = CyclingLoader(batch_indexing(train))
+            self.train = _stream(trainer, fresh_train_loader(trainer, module))
             self.train.skip_to(self._resume_at.get("train_batches_drawn", 0))
         self._resume_at = {}
 
@@ -70,6 +69,12 @@ class HyperBatches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Remember positions to replay at :meth:`start` (missing keys mean the start of each stream)."""
         self._resume_at = {key: int(state.get(key, 0)) for key in ("hyper_batches_drawn", "train_batches_drawn")}
+
+
+def _stream(trainer: Trainer, loader: Iterable[Any]) -> CyclingLoader:
+    # Its own copy of the loader (never the fit loop's iterator or workers), this process's share, cycled.
+    shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+    return CyclingLoader(batch_indexing(distributed.shard_loader(adapter.own_loader(loader), **shard)))
 
 
 def _to_module(trainer: Trainer, batch: Any) -> Any:

@@ -11,7 +11,7 @@ from lightning_hypergrad import HypergradientCallback
 from lightning_hypergrad.lightning.batches import HyperBatches
 from lightning_hypergrad.solvers import Identity, Neumann
 from tests.fixtures.make_callback_checkpoint import TinyRegression, loaders
-from tests.lightning_helpers import make_trainer
+from tests.lightning_helpers import RecordingCallback, make_trainer
 
 
 class DtypeSpy(HypergradientCallback):
@@ -64,3 +64,48 @@ def test_positions_survive_a_state_dict_round_trip_before_and_after_start() -> N
 def test_drawing_before_start_says_so() -> None:
     with pytest.raises(RuntimeError, match="before start"):
         HyperBatches(fresh_train=False).next_hyper(make_trainer())
+
+
+class IndexedRegression(TinyRegression):
+    """TinyRegression on ``(inputs, targets, index)`` batches; records which examples each weight step used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight_batches: list[tuple[int, list[int]]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.weight_batches.append((self.current_epoch, batch[2].tolist()))
+        return super().training_step(batch, batch_idx)
+
+    def training_loss(self, batch):
+        return super().training_loss(batch[:2])
+
+    def validation_loss(self, batch):
+        return super().validation_loss(batch[:2])
+
+
+def indexed_loaders(**workers) -> tuple[DataLoader, DataLoader]:
+    """The fixture's data, 64 training examples in batches of 16 and 32 validation ones in batches of 8, with
+    each example's index (validation: 64 on)."""
+    (train_inputs, train_targets), (val_inputs, val_targets) = (loader.dataset.tensors for loader in loaders())
+    train = TensorDataset(train_inputs, train_targets, torch.arange(64))
+    validation = TensorDataset(val_inputs, val_targets, torch.arange(64, 96))
+    return DataLoader(train, batch_size=16, **workers), DataLoader(validation, batch_size=8, **workers)
+
+
+@pytest.mark.parametrize("train_batch", ["current", "fresh"])
+def test_hyper_batches_do_not_share_the_fit_loops_persistent_workers(train_batch: str) -> None:
+    L.seed_everything(0, verbose=False)
+    model, callback = IndexedRegression(), RecordingCallback(Identity(0.1), every_n_steps=2, train_batch=train_batch)
+    trainer = make_trainer([callback], max_epochs=3, num_sanity_val_steps=2)  # the sanity check starts val workers
+    trainer.fit(model, *indexed_loaders(num_workers=2, persistent_workers=True))
+    # Each epoch of the weights sees every training example once, in the loader's order, and the fit runs to its end.
+    assert trainer.global_step == 12
+    assert model.weight_batches == [(epoch, list(range(16 * b, 16 * b + 16))) for epoch in range(3) for b in range(4)]
+    # The hypersteps (at steps 2, 4, ..., 12) walk through the validation loader in order, on their own; their
+    # training batch is the fresh stream's next one (also in order), or the weights' batch of that step.
+    hyper = [record["validation_batch"][2].tolist() for record in callback.records]
+    assert hyper == [list(range(64 + 8 * (k % 4), 72 + 8 * (k % 4))) for k in range(6)]
+    train = [record["train_batch"][2].tolist() for record in callback.records]
+    position = [k % 4 if train_batch == "fresh" else (2 * k + 1) % 4 for k in range(6)]
+    assert train == [list(range(16 * b, 16 + 16 * b)) for b in position]
