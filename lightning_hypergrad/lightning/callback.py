@@ -137,6 +137,9 @@ class HypergradientCallback(Callback):
         self.batches.start(trainer, pl_module)
         averaging.keep_hyperparameters_out_of_averages(trainer, pl_module)
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.batches.stop()  # the streams' worker processes end with the fit, as the fit loop's do
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -171,7 +174,19 @@ class HypergradientCallback(Callback):
             self.skipped += 1
             self.warm_start_solution = None  # a start from a failed hyperstep would fail the same way
             rank_zero_warn(decision.skip_warning(trainer.global_step, reason, self.skipped))
-        self._record(trainer, named, result, norm, applied=reason is None, learning_rate=learning_rate)
+        record = records.hyperstep_record(
+            result,
+            named,
+            trainer.global_step,
+            reason is None,
+            float(norm),
+            result.validation_loss,
+            taken=self.taken,
+            skipped=self.skipped,
+            learning_rate=learning_rate,
+        )
+        records.log_hyperstep(trainer, record)
+        records.append_bounded(self.history, records.as_history_entry(record), HISTORY_LIMIT)
         return reason is None
 
     def apply(
@@ -230,20 +245,3 @@ class HypergradientCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         checkpoint.load_callback_state(self, state_dict)
-
-    def _record(
-        self, trainer: Trainer, named: Any, result: HyperstepResult, norm: Tensor, *, applied: bool, learning_rate: Any
-    ) -> None:
-        record = records.hyperstep_record(
-            result,
-            named,
-            trainer.global_step,
-            applied,
-            float(norm),
-            result.validation_loss,
-            taken=self.taken,
-            skipped=self.skipped,
-            learning_rate=learning_rate,
-        )
-        records.log_hyperstep(trainer, record)
-        records.append_bounded(self.history, records.as_history_entry(record), HISTORY_LIMIT)

@@ -1,7 +1,8 @@
 """What a checkpoint holds of :class:`~lightning_hypergrad.HypergradientCallback`, and how it is restored.
 
 The keys are stable: ``taken``, ``skipped``, ``last_step_seen``, the hyper batches' positions
-(``hyper_batches_drawn``, ``train_batches_drawn``), ``warm_start_solution``, ``history``, ``hyper_optimizer``,
+(``hyper_batches_drawn``, ``train_batches_drawn``, and ``batches_loaded_epoch``, the epoch their loaders were loaded
+in under ``reload_dataloaders_every_n_epochs``), ``warm_start_solution``, ``history``, ``hyper_optimizer``,
 ``hyper_lr_scheduler`` and ``solver``. A key missing from an older checkpoint takes its default, and history entries
 in the older flat form are converted. The optimizers' state is applied at ``on_fit_start``, once they exist.
 """
