@@ -3,11 +3,23 @@ machine, so within float32 rounding), and bit-exactly from one written and resum
 
 from __future__ import annotations
 
+import lightning as L
+import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from lightning_hypergrad import HypergradientCallback
-from lightning_hypergrad.solvers import Identity
-from tests.fixtures.make_callback_checkpoint import CHECKPOINT, FIXTURE_EPOCHS, fit
+from lightning_hypergrad.solvers import Identity, Neumann
+from tests.fixtures.make_callback_checkpoint import (
+    CHECKPOINT,
+    FIXTURE_EPOCHS,
+    TinyRegression,
+    fit,
+    loaders,
+    make_callback,
+)
+from tests.lightning_helpers import digits, make_trainer, small_classifier
 
 TOTAL_EPOCHS = 2 * FIXTURE_EPOCHS
 # The committed fixture was computed on another CPU, whose kernels may round differently (other SIMD widths and
@@ -71,6 +83,40 @@ def test_a_checkpoint_written_now_resumes_bit_exactly(tmp_path) -> None:
     path = tmp_path / "half.ckpt"
     first_half.save_checkpoint(path)
     assert_same_fit(fit(TOTAL_EPOCHS), fit(TOTAL_EPOCHS, ckpt_path=path), BIT_EXACT)
+
+
+def fit_digits(epochs: int, directory, every_n_train_steps: int, ckpt_path=None) -> tuple:
+    """Digits (17 batches an epoch), a hyperstep every 5 steps, a checkpoint every ``every_n_train_steps``."""
+    L.seed_everything(0, verbose=False)
+    model = small_classifier(decay_granularity="per_tensor")
+    callback = HypergradientCallback(Neumann(iterations=5), every_n_steps=5, warm_start=True)
+    saving = ModelCheckpoint(directory, "{step}", every_n_train_steps=every_n_train_steps, save_top_k=-1)
+    trainer = make_trainer([callback, saving], max_epochs=epochs, enable_checkpointing=True)
+    trainer.fit(model, digits(hyper_batch_size=100), ckpt_path=ckpt_path)
+    return model, callback, trainer
+
+
+# Step 20: the third batch of epoch 1, with a hyperstep the checkpoint holds; step 17: epoch 0's last batch.
+@pytest.mark.parametrize("step", [20, 17])
+def test_the_bundled_datamodules_resume_bit_exactly_from_a_checkpoint_within_an_epoch(step: int, tmp_path) -> None:
+    torch.set_num_threads(1)
+    straight = fit_digits(2, tmp_path / "straight", step)
+    resumed = fit_digits(2, tmp_path / "resumed", step, ckpt_path=tmp_path / "straight" / f"step={step}.ckpt")
+    assert resumed[2].global_step == straight[2].global_step == 34
+    assert straight[1].taken == 6 and resumed[1].state_dict()["last_step_seen"] == 34
+    assert_same_fit(straight, resumed, BIT_EXACT)
+
+
+def test_a_mid_epoch_resume_with_a_plain_dataloader_is_warned_about(tmp_path) -> None:
+    def run(ckpt_path=None) -> None:
+        L.seed_everything(0, verbose=False)
+        saving = ModelCheckpoint(tmp_path, "{step}", every_n_train_steps=2, save_top_k=-1)
+        trainer = make_trainer([make_callback(), saving], max_epochs=1, enable_checkpointing=True)
+        trainer.fit(TinyRegression(), *loaders(), ckpt_path=ckpt_path)
+
+    run()
+    with pytest.warns(PossibleUserWarning, match="resuming from a checkpoint that ended before the epoch ended"):
+        run(tmp_path / "step=2.ckpt")  # after 2 of the epoch's 4 batches: Lightning restarts the epoch
 
 
 class RememberingIdentity(Identity):
