@@ -13,6 +13,7 @@ import yaml
 from lightning_hypergrad.cli import main
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+DEFAULT_JOB = Path(__file__).parents[1] / "configs" / "digits_weight_decay.yaml"
 # Configs whose data ships with the package run in the tests; the others would download.
 BUNDLED = [
     path for path in CONFIGS if any(data in path.read_text() for data in ("DigitsDataModule", "TabularDataModule"))
@@ -93,6 +94,19 @@ def test_every_bundled_data_config_runs_a_few_steps_and_reports(config: Path, tm
     assert (run / "validation_loss.png").stat().st_size > 0
     assert (run / "hyperparameters.png").stat().st_size > 0
     assert (run / "metrics.csv").exists()
+
+
+def test_the_default_job_writes_nothing_outside_its_run_directories(tmp_path) -> None:
+    # `make demo` from a checkout: `lightning-hypergrad fit --config configs/digits_weight_decay.yaml`, here
+    # shortened to its first hyperstep (warm-up 50, then every 5 steps).
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "digits_weight_decay.yaml").write_text(DEFAULT_JOB.read_text())
+    before = {path.relative_to(tmp_path) for path in tmp_path.rglob("*")}
+    main(["fit", "--config", "configs/digits_weight_decay.yaml", "--trainer.max_steps=55"])
+    written = {path.relative_to(tmp_path) for path in tmp_path.rglob("*")} - before
+    assert written and {path.parts[0] for path in written} == {"runs"}
+    run = Path("runs", "digits_weight_decay", "version_0")
+    assert {run / "summary.json", run / "config.yaml", run / "metrics.csv", run / "checkpoints"} <= written
 
 
 def test_default_job_beats_the_same_config_without_the_callback(tmp_path) -> None:

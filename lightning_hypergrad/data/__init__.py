@@ -8,6 +8,7 @@ from lightning_hypergrad.data.image_classification import (
     TorchvisionDataModule,
 )
 from lightning_hypergrad.data.indexed import IndexedDataset
+from lightning_hypergrad.data.resumable import ResumableDataLoader
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 from lightning_hypergrad.data.tabular import TabularDataModule, split_tabular
 from lightning_hypergrad.data.text import TextDataModule, synthetic_corpus
@@ -19,6 +20,7 @@ __all__ = [
     "EpochShuffleSampler",
     "IndexedDataset",
     "MNISTDataModule",
+    "ResumableDataLoader",
     "TabularDataModule",
     "TextDataModule",
     "TorchvisionDataModule",

@@ -28,8 +28,12 @@ class CyclingLoader:
         self.drawn = 0
         self._pass = 0
         self._iterator: Iterator[Any] | None = None
+        self._closed = False
 
     def __next__(self) -> Any:
+        if self._closed:  # replay the position in a new iterator, as after a resume
+            self._closed = False
+            self.skip_to(self.drawn)
         if self._iterator is None:
             self._start_pass()
         try:
@@ -58,6 +62,11 @@ class CyclingLoader:
             remainder = drawn
         for _ in range(remainder):
             next(self)
+
+    def close(self) -> None:
+        """Drop the current pass's iterator, ending a non-persistent loader's worker processes with it; a later draw
+        continues at the same position."""
+        self._iterator, self._closed = None, True
 
     def _start_pass(self) -> None:
         for attribute in ("sampler", "batch_sampler"):

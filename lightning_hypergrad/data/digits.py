@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_hypergrad.arguments import check_count
 from lightning_hypergrad.data.indexed import IndexedDataset
+from lightning_hypergrad.data.resumable import ResumableDataLoader
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 from lightning_hypergrad.data.splits import shuffle_and_cut, split_off
 
@@ -163,7 +164,8 @@ class DigitsDataModule(LightningDataModule):
         dataset: Dataset = TensorDataset(self.split.train_inputs, self.split.train_targets)
         if self.indexed:
             dataset = IndexedDataset(dataset)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed))
+        sampler = EpochShuffleSampler(len(dataset), self.seed)
+        return ResumableDataLoader(dataset, batch_size=self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(self.split.val_inputs, self.split.val_targets), batch_size=self.eval_batch_size)

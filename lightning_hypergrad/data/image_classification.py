@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
 from lightning_hypergrad.arguments import check_count
+from lightning_hypergrad.data.resumable import ResumableDataLoader
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 
 
@@ -98,7 +99,7 @@ class TorchvisionDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
         sampler = EpochShuffleSampler(len(self.train_set), self.seed)
-        return DataLoader(self.train_set, self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        return ResumableDataLoader(self.train_set, self.batch_size, sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None

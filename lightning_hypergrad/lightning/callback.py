@@ -18,7 +18,6 @@ from torch import Tensor
 from lightning_hypergrad.arguments import check_choice, check_count, check_non_negative, check_positive
 from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.hypergradient import hypergradient_with_solve
-from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.lightning import averaging, checkpoint, contract, decision, distributed, records, update
 from lightning_hypergrad.lightning.batches import HyperBatches
 from lightning_hypergrad.lightning.decision import HyperstepResult
@@ -145,6 +144,9 @@ class HypergradientCallback(Callback):
         self.batches.start(trainer, pl_module)
         averaging.keep_hyperparameters_out_of_averages(trainer, pl_module)
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.batches.stop()  # the streams' worker processes end with the fit, as the fit loop's do
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -167,7 +169,7 @@ class HypergradientCallback(Callback):
         norm = vectors.norm(hypergradients)
         named = module.named_hyperparameters()
         clipped = update.clip_to_norm(hypergradients, norm, self.max_hypergradient_norm)
-        take = functools.partial(self.apply, module, clipped, named, result.validation_loss)
+        take = functools.partial(update.take_step, self, module, clipped, named, result.validation_loss)
         reason = decision.decide(result, norm, failed, take)
         if reason is None:
             averaging.keep_hyperparameters_out_of_averages(trainer, module)
@@ -183,21 +185,6 @@ class HypergradientCallback(Callback):
             trainer, self, result, named, norm, applied=reason is None, learning_rate=learning_rate, limit=HISTORY_LIMIT
         )
         return reason is None
-
-    def apply(
-        self, module: BilevelLightningModule, hypergradients: Vector, named: Any, loss: float | None
-    ) -> str | None:
-        """Step λ along the (clipped) ``hypergradients``; returns why the step was undone (λ non-finite), or None."""
-        self.last_applied_hypergradients = [gradient.detach().clone() for gradient in hypergradients]
-        return update.apply_hypergradients(
-            module,
-            hypergradients,
-            optimizer=self.hyper_optimizer,
-            scheduler=self.hyper_lr_scheduler,
-            validation_loss=loss,
-            check_sync=self.check_sync,
-            named=named,
-        )
 
     def compute_hypergradient(
         self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any

@@ -1,10 +1,12 @@
 """What a checkpoint holds of :class:`~lightning_hypergrad.HypergradientCallback`, and how it is restored.
 
 The keys are stable: ``taken``, ``skipped``, ``last_step_seen``, the hyper batches' positions
-(``hyper_batches_drawn``, ``train_batches_drawn``), ``warm_start_solution`` (weight name → tensor; a positional
+(``hyper_batches_drawn``, ``train_batches_drawn``, and ``batches_loaded_epoch``, the epoch their loaders were loaded
+in under ``reload_dataloaders_every_n_epochs``), ``warm_start_solution`` (weight name → tensor; a positional
 list in older checkpoints), ``solver_weights`` (the names and shapes of the weights the warm start and the solver's
 state belong to), ``history``, ``hyper_optimizer``, ``hyper_lr_scheduler``, ``solver`` and ``loss_scale`` (the
-hyperstep's own loss scale under ``16-mixed``). A key missing from an older checkpoint takes its default, and history entries in the older flat form are converted. The optimizers'
+hyperstep's own loss scale under ``16-mixed``). A key missing from an older checkpoint takes its default, and history entries in
+the older flat form are converted. The optimizers'
 state is applied at ``on_fit_start``, once they exist; the warm start is matched to the weights, and moved to their
 devices, at the next solve (:class:`~lightning_hypergrad.lightning.solver_memory.SolverMemory`).
 """

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lightning_hypergrad.arguments import check_choice, check_count
 from lightning_hypergrad.engine.hypergradient import HypergradientWarning
-from lightning_hypergrad.lightning import contract, distributed
+from lightning_hypergrad.lightning import adapter, contract, distributed
 from lightning_hypergrad.lightning.batches import hyper_loader
 from lightning_hypergrad.lightning.callback import HypergradientCallback
 from lightning_hypergrad.lightning.losses import hyperstep_context
@@ -83,7 +83,7 @@ class HeldOutGuard(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         held_out = held_out_owner(trainer, pl_module).held_out_dataloader()
         tuned = hyper_loader(trainer, pl_module, self._hyper.batches.validation_dataloader)
-        self._loaders = (tuned, held_out)
+        self._loaders = (adapter.own_loader(tuned), adapter.own_loader(held_out))  # never the loops' iterators
         if not self.evaluations:  # a fresh fit: the untuned start is the first candidate
             self.evaluate(trainer, pl_module)
 

@@ -48,7 +48,8 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
     rate into [0, 1)). ``validation_step`` and ``test_step`` log ``validation_loss`` / ``test_loss`` so
     ``ModelCheckpoint(monitor="validation_loss")`` and ``EarlyStopping`` work as usual. With several validation
     dataloaders, ``validation_loss`` is the first one's; the others log ``validation_loss/<key>`` (a dict of
-    loaders) or ``validation_loss/dataloader_idx_<k>`` (a list). A ``ReduceLROnPlateau`` steps with the metric
+    loaders) or ``validation_loss/dataloader_idx_<k>`` (a list), also when an override of ``validation_step`` calls
+    ``super().validation_step(batch, batch_idx)`` without the loader's index. A ``ReduceLROnPlateau`` steps with the metric
     named by its ``monitor`` (default ``validation_loss``), whichever form ``configure_optimizers`` returns.
     """
 
@@ -164,7 +165,9 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
     def on_train_epoch_end(self) -> None:
         weight_steps.step_schedulers(self.trainer, "epoch")
 
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int | None = None) -> Tensor:
+        if dataloader_idx is None:  # an override calling super() without it: the loop knows which loader runs
+            dataloader_idx = adapter.evaluation_dataloader_idx(self.trainer)
         loss = contract.check_loss(self, "validation_loss", self.validation_loss(batch))
         name = validation_metric_name(self.trainer, dataloader_idx)  # "validation_loss" for the first loader
         self.log(name, loss, prog_bar=dataloader_idx == 0, sync_dist=True, add_dataloader_idx=False)

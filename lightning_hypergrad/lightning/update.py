@@ -120,6 +120,32 @@ def apply_hypergradients(
     return undone
 
 
+def take_step(
+    callback: Any, module: Any, hypergradients: Sequence[Tensor], named: Any, validation_loss: float | None
+) -> str | None:
+    """Step λ along the (clipped) ``hypergradients`` with the callback's hyper optimizer and scheduler
+    (:func:`apply_hypergradients`); returns why the step was undone (λ left non-finite), or None.
+
+    Args:
+        callback: the :class:`~lightning_hypergrad.HypergradientCallback`; its ``last_applied_hypergradients``
+            keep a copy of what was applied.
+        module: the bilevel module.
+        hypergradients: the hypergradients after clipping, one per hyperparameter.
+        named: the module's ``named_hyperparameters()``.
+        validation_loss: the hyperstep's validation loss, for a ``ReduceLROnPlateau`` hyper scheduler.
+    """
+    callback.last_applied_hypergradients = [gradient.detach().clone() for gradient in hypergradients]
+    return apply_hypergradients(
+        module,
+        hypergradients,
+        optimizer=callback.hyper_optimizer,
+        scheduler=callback.hyper_lr_scheduler,
+        validation_loss=validation_loss,
+        check_sync=callback.check_sync,
+        named=named,
+    )
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> None:
     """Restore the hyper optimizer and scheduler from a callback checkpoint (keys missing in old ones are skipped)."""
     if state.get("hyper_optimizer") is not None:

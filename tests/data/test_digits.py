@@ -85,6 +85,17 @@ def test_cycling_loader_replays_its_position(drawn: int) -> None:
         assert torch.equal(next(resumed)[0], next(straight)[0])
 
 
+@pytest.mark.parametrize("drawn", [1, 2, 5])
+def test_a_closed_cycling_loader_continues_at_its_position(drawn: int) -> None:
+    straight, closed = cycling_over(6, 4), cycling_over(6, 4)
+    for _ in range(drawn):
+        next(straight), next(closed)
+    closed.close()
+    assert closed.drawn == drawn
+    for _ in range(5):
+        assert torch.equal(next(closed)[0], next(straight)[0])
+
+
 class Unsized:
     def __iter__(self):
         return iter([])

@@ -97,6 +97,8 @@ def test_the_adapter_still_finds_the_private_attributes_it_relies_on() -> None:
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     assert hasattr(trainer.fit_loop.epoch_loop.val_loop, "_data_source")
     assert trainer.fit_loop.epoch_loop.batch_progress.is_last_batch is False
+    assert trainer._results is None  # no loop running; inside one, its result collection:
+    assert trainer.fit_loop.epoch_loop.val_loop._results.dataloader_idx is None
     assert isinstance(trainer.callback_metrics, dict) and isinstance(trainer.progress_bar_metrics, dict)
     source = inspect.getsource(DistributedDataParallel)
     assert "module._ddp_params_and_buffers_to_ignore" in source  # read from the wrapped module
@@ -111,3 +113,15 @@ def test_the_adapter_still_finds_the_weight_averaging_attributes_it_relies_on() 
     assert trainer.fit_loop._skip_backward is False  # SWA's BatchNorm epoch sets it
     assert StochasticWeightAveraging(swa_lrs=0.1)._average_model is None
     assert EMAWeightAveraging()._average_model is None
+
+
+def test_a_persistent_loader_keeps_one_iterator_and_the_hyperstep_gets_its_own() -> None:
+    from torch.utils.data import DataLoader
+
+    from lightning_hypergrad.lightning import adapter
+
+    loader = DataLoader(list(range(4)), num_workers=1, persistent_workers=True)
+    assert iter(loader) is iter(loader) is loader._iterator  # one iterator and worker pool per DataLoader object
+    copied = adapter.own_loader(loader)
+    assert iter(copied) is not loader._iterator and copied.dataset is loader.dataset
+    assert [batch.tolist() for batch in copied] == [[0], [1], [2], [3]]

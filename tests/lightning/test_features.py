@@ -129,6 +129,23 @@ def test_hypersteps_draw_from_the_chosen_validation_loader(choice: int | str, as
     assert checkpoint.best_model_score is not None
 
 
+class ValidationStepOverride(DecayedRegression):
+    """A user's ``validation_step`` that takes the loader index but calls ``super()`` without it."""
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return super().validation_step(batch, batch_idx)
+
+
+def test_a_validation_step_override_without_the_loader_index_logs_each_loader_under_its_name() -> None:
+    clean, noisy = vectors(32, seed=2), vectors(16, seed=3)
+    model = ValidationStepOverride(linear())
+    trainer = fit(model, [HypergradientCallback(Identity(), every_n_steps=2)], val=[loader(clean), loader(noisy)])
+    with torch.no_grad():  # batches of 16: the logged means are the losses over each whole set
+        expected = [float(model.validation_loss(dataset.tensors)) for dataset in (clean, noisy)]
+    logged = [float(trainer.callback_metrics[name]) for name in ("validation_loss", "validation_loss/dataloader_idx_1")]
+    assert logged == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("loaders", "choice", "message"),
     [
