@@ -38,7 +38,7 @@ class HypergradientCallback(Callback):
     writes the Trainer's state: ``global_step`` counts weight steps only.
 
     Args:
-        solver: the inverse-Hessian-vector-product solver; ``None`` means ``Neumann()`` (20 terms, automatic α).
+        solver: the inverse-Hessian-vector-product solver; ``None`` means ``Amortized()`` (2 products, carried).
         hyper_optimizer: a callable ``params -> Optimizer`` (LightningCLI ``class_path``/``init_args`` in YAML);
             ``None`` means ``Adam(lr=1e-2)``.
         hyper_lr_scheduler: optional callable ``optimizer -> LRScheduler``, stepped once per hyperstep taken.
@@ -215,7 +215,7 @@ class HypergradientCallback(Callback):
             result = hypergradient_with_solve(
                 losses.pop(0),
                 losses.pop(0),
-                module.weight_parameters(),
+                module.implicit_parameters(),
                 [parameter for _, parameter in named],
                 solver,
                 damping=self.damping,

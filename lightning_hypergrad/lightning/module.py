@@ -120,6 +120,16 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
         hyperparameter_ids = {id(parameter) for _, parameter in self.named_hyperparameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in hyperparameter_ids]
 
+    def implicit_parameters(self) -> list[nn.Parameter]:
+        """The weights the implicit term solves over: :meth:`weight_parameters` (all of them) unless overridden.
+
+        Return a subset (say the last layers' weights) to restrict ``H⁻¹`` to their block: the hypergradient then
+        treats the other weights as fixed, a biased but far cheaper approximation (the products only run through
+        those layers; ``docs/recipes.md`` measures the bias). Hyperparameters that act on the other weights only
+        (their decays) then get only their direct term.
+        """
+        return self.weight_parameters()
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         optimizer = self.optimizers()
         if isinstance(optimizer, list):
