@@ -149,6 +149,48 @@ def cosines(problem: str, names: list[str], steps: int, device: str, iterations:
             print(f"{name:<54} {step:5d} {count:9d} {cosine:8.4f} {relative:18.3g} {status:>20}")
 
 
+def breakdown(problem: str, repeats: int = 3) -> None:
+    """CPU time of a hyperstep's parts against one training step (forward, backward, Adam step), one thread."""
+    module, data = make_module(problem), GeneratedData(problem)
+    weights, hyperparameters = module.weight_parameters(), module.hyperparameters()
+    optimizer = torch.optim.Adam(weights, lr=1e-3)
+    batch, validation_batch = next(iter(data.train_dataloader())), next(iter(data.val_dataloader()))
+
+    def clocked(work) -> float:
+        work()
+        start = time.process_time()
+        for _ in range(repeats):
+            work()
+        return (time.process_time() - start) / repeats
+
+    def training_step() -> None:
+        optimizer.zero_grad()
+        module.training_loss(batch).backward()
+        optimizer.step()
+
+    def validation_gradient() -> None:
+        module.eval()
+        torch.autograd.grad(module.validation_loss(validation_batch), weights)
+        module.train()
+
+    step = clocked(training_step)
+    with hyperstep_context(module):
+        graph = clocked(lambda: torch.autograd.grad(module.training_loss(batch), weights, create_graph=True))
+        gradient = torch.autograd.grad(module.training_loss(batch), weights, create_graph=True)
+        vector = [torch.randn_like(weight) for weight in weights]
+        product = clocked(lambda: torch.autograd.grad(gradient, weights, vector, retain_graph=True))
+        mixed = clocked(lambda: torch.autograd.grad(gradient, hyperparameters, vector, retain_graph=True))
+        validation = clocked(validation_gradient)
+    print(f"\n{problem}: CPU time per call / one training step ({step * 1e3:.0f} ms), mean of {repeats}")
+    for name, seconds in [
+        ("training gradient with create_graph (forward + backward)", graph),
+        ("one Hessian-vector product", product),
+        ("the mixed product (w.r.t. λ)", mixed),
+        ("validation gradient (eval mode)", validation),
+    ]:
+        print(f"{name:<58} {seconds / step:6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", nargs="+", default=["resnet18", "transformer"])
@@ -157,6 +199,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cosines", action="store_true")
     parser.add_argument("--no-cost", action="store_true", help="only the cosines")
+    parser.add_argument("--breakdown", action="store_true", help="also a hyperstep's parts in training steps")
     parser.add_argument("--reference-iterations", type=int, default=60)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--damping", type=float, default=0.0, help="μ of every variant and of the reference")
@@ -164,6 +207,8 @@ def main() -> None:
     torch.set_num_threads(1)
     names = ["plain (no callback)", *[name for name in arguments.variants if name != "plain (no callback)"]]
     for problem in arguments.problems:
+        if arguments.breakdown:
+            breakdown(problem)
         if not arguments.no_cost:
             cost(problem, names, arguments.steps, arguments.repeats, arguments.device, arguments.damping)
         if arguments.cosines:
