@@ -39,7 +39,7 @@ class HypergradientCallback(Callback):
     writes the Trainer's state: ``global_step`` counts weight steps only.
 
     Args:
-        solver: the inverse-Hessian-vector-product solver; ``None`` means ``Neumann()`` (20 terms, automatic α).
+        solver: the inverse-Hessian-vector-product solver; ``None`` means ``Amortized()`` (2 products, carried).
         hyper_optimizer: a callable ``params -> Optimizer`` (LightningCLI ``class_path``/``init_args`` in YAML);
             ``None`` means ``Adam(lr=1e-2)``.
         hyper_lr_scheduler: optional callable ``optimizer -> LRScheduler``, stepped once per hyperstep taken.
@@ -213,7 +213,7 @@ class HypergradientCallback(Callback):
                 return decision.unsolved_result(module.weight_parameters(), named, validation_value, problem)
             if not self._influence_checked:
                 self._influence_checked = contract.warn_about_idle_hyperparameters(module, train_loss, named)
-            weights = module.named_weight_parameters()
+            weights = module.named_implicit_parameters()
             initial = self.solver_memory.start(self.solver, weights, trainer.global_step, self.warm_start)
             solver = update.solver_for_step(self.solver, self.alpha_from_learning_rate, trainer)
             losses = [train_loss, validation_loss]

@@ -146,7 +146,27 @@ def check_bilevel_module(
     named = named_hyperparameters(module)
     check_disjoint_from_optimizers(named, optimizers)
     check_weight_optimizers(module, optimizers)
+    check_implicit_parameters(module)
     return named
+
+
+def check_implicit_parameters(module: BilevelLightningModule) -> None:
+    """Raise unless ``implicit_parameters()`` is a non-empty subset of ``weight_parameters()``."""
+    weights = {id(parameter) for parameter in module.weight_parameters()}
+    chosen = list(module.implicit_parameters())
+    names = {id(parameter): name for name, parameter in module.named_parameters()}
+    strangers = [
+        names.get(id(parameter), f"#{index}") for index, parameter in enumerate(chosen) if id(parameter) not in weights
+    ]
+    if not chosen or strangers:
+        raise ValueError(
+            f"{type(module).__name__}.implicit_parameters() must return a non-empty subset of weight_parameters(); "
+            + (
+                f"{strangers} are not weights (hyperparameters, frozen or unregistered)."
+                if strangers
+                else "it is empty."
+            )
+        )
 
 
 def warn_about_idle_hyperparameters(

@@ -127,11 +127,26 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
 
         The callback keys the warm start and the solver's state by these names.
         """
+        return self._named(self.weight_parameters(), "weight_parameters")
+
+    def named_implicit_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` for each of :meth:`implicit_parameters`, named as :meth:`named_weight_parameters`
+        names them: what the hyperstep solves over and keys its warm start by."""
+        return self._named(self.implicit_parameters(), "implicit_parameters")
+
+    def _named(self, parameters: list[nn.Parameter], method: str) -> list[tuple[str, nn.Parameter]]:
         names = {id(parameter): name for name, parameter in self.named_parameters()}
-        return [
-            (names.get(id(parameter), f"weight_parameters()[{index}]"), parameter)
-            for index, parameter in enumerate(self.weight_parameters())
-        ]
+        return [(names.get(id(p), f"{method}()[{index}]"), p) for index, p in enumerate(parameters)]
+
+    def implicit_parameters(self) -> list[nn.Parameter]:
+        """The weights the implicit term solves over: :meth:`weight_parameters` (all of them) unless overridden.
+
+        Return a subset (say the last layers' weights) to restrict ``H⁻¹`` to their block: the hypergradient then
+        treats the other weights as fixed, a biased but far cheaper approximation (the products only run through
+        those layers; ``docs/recipes.md`` measures the bias). Hyperparameters that act on the other weights only
+        (their decays) then get only their direct term.
+        """
+        return self.weight_parameters()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         optimizer = self.optimizers()

@@ -14,20 +14,20 @@ from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.lightning import distributed
 from lightning_hypergrad.lightning.guard import StepGuard
-from lightning_hypergrad.solvers import IHVPSolver, Neumann
+from lightning_hypergrad.solvers import Amortized, IHVPSolver
 
 DEFAULT_HYPER_LEARNING_RATE = 1e-2
 
 
 def checked_solver(solver: object, alpha_from_learning_rate: bool) -> IHVPSolver:
-    """The callback's solver (``Neumann()`` for None); refuses non-solvers and, when α is to follow the learning
+    """The callback's solver (``Amortized()`` for None); refuses non-solvers and, when α is to follow the learning
     rate, solvers without an α."""
     if solver is not None and not isinstance(solver, IHVPSolver):
         raise TypeError(
             f"HypergradientCallback(solver={solver!r}): solver must be an IHVPSolver such as Neumann(), "
             f"ConjugateGradient(), Identity() or Exact(); got {type(solver).__name__}."
         )
-    checked = Neumann() if solver is None else solver
+    checked = Amortized() if solver is None else solver
     if alpha_from_learning_rate and not hasattr(checked, "alpha"):
         raise ValueError(
             f"HypergradientCallback(alpha_from_learning_rate=True) needs a solver with a step size alpha "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_hypergrad.solvers import ConjugateGradient, Exact, Identity, IHVPSolver, Neumann, SolveStatus
+from lightning_hypergrad.solvers import Amortized, ConjugateGradient, Exact, Identity, IHVPSolver, Neumann, SolveStatus
 from tests.helpers import symmetric_matrix
 
 HESSIAN = symmetric_matrix(6, torch.tensor([0.5, 0.8, 1.0, 1.5, 2.0, 3.0]))
@@ -25,7 +25,11 @@ SOLVERS = {
     ),
     "identity-warm": (lambda: Identity(alpha=0.5), True),
     "exact": (lambda: Exact(), False),
+    "amortized": (lambda: Amortized(iterations=3), False),
+    "amortized-carried": (lambda: Amortized(iterations=3), False),
+    "amortized-fixed-alpha": (lambda: Amortized(iterations=3, alpha=0.3), False),
 }
+PRIMED = {"neumann-reused-alpha", "amortized-carried"}  # one clean solve first: the next reuses its state
 
 
 def hvp_poisoned_at(index: int, value: float):
@@ -50,7 +54,7 @@ def test_a_non_finite_product_fails_the_solve_without_raising(name: str, where: 
     initial = (WARM_START,) if warm else None
     clean_hvp, clean_calls = hvp_poisoned_at(-1, value)
     clean_solver = factory()
-    if name == "neumann-reused-alpha":
+    if name in PRIMED:
         clean_solver.solve(clean_hvp, (B,), initial)  # the next solve reuses this λ_max estimate
     calls_before = clean_calls["count"]
     clean = clean_solver.solve(clean_hvp, (B,), initial)
@@ -58,7 +62,7 @@ def test_a_non_finite_product_fails_the_solve_without_raising(name: str, where: 
     assert clean.converged and products >= 1
 
     solver = factory()
-    if name == "neumann-reused-alpha":
+    if name in PRIMED:
         solver.solve(hvp_poisoned_at(-1, value)[0], (B,), initial)
     poisoned, _ = hvp_poisoned_at({"first": 0, "middle": products // 2, "last": products - 1}[where], value)
     result = solver.solve(poisoned, (B,), initial)

@@ -1,0 +1,221 @@
+"""Tuning at the scale users train: tuned fits against the plain fit, and each variant's hypergradient accuracy.
+
+On the problems of ``scale_problems.py`` (ResNet-18 and a Transformer encoder, one decay per weight, batch 32,
+generated data), fits ``--steps`` weight steps plainly and with each variant's ``HypergradientCallback``,
+interleaving the repetitions so that the machine's background load hits all alike, and prints the median CPU
+time (one thread; wall time on CUDA) of each as a ratio to the plain fit's. ``--cosines`` then fits every variant
+once more, and at each of its hypersteps also computes a reference hypergradient at the same weights and on the
+same batches with ``ConjugateGradient(--reference-iterations, rtol=1e-4)``: printed are the variant's cosine to it
+and the reference's relative residual (how converged it is). No validation loop, logger or checkpoint runs.
+
+Run: python benchmarks/scale_cost.py [--problems resnet18 transformer] [--steps 40] [--repeats 2] [--cosines]
+[--variants NAME ...] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from scale_problems import GeneratedData, make_module
+
+from lightning_hypergrad import HypergradientCallback, hypergradient_with_solve
+from lightning_hypergrad.engine import vectors
+from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context
+from lightning_hypergrad.solvers import Amortized, ConjugateGradient, Identity, Neumann
+
+VARIANTS: dict[str, Callable[[], HypergradientCallback] | None] = {
+    "plain (no callback)": None,
+    "HypergradientCallback() (defaults)": lambda: HypergradientCallback(),
+    "Neumann(20, auto), every 10 (the old default)": lambda: HypergradientCallback(Neumann(20, "auto")),
+    "Neumann(5, auto, lanczos_every=10), warm, every 10": lambda: HypergradientCallback(
+        Neumann(5, "auto", lanczos_every=10), warm_start=True
+    ),
+    "Amortized(2), every 20": lambda: HypergradientCallback(Amortized(2), every_n_steps=20),
+    "Amortized(3), every 20": lambda: HypergradientCallback(Amortized(3), every_n_steps=20),
+    "Amortized(2), every 10, last layers only": lambda: HypergradientCallback(Amortized(2)),
+    "Identity(), every 10": lambda: HypergradientCallback(Identity()),
+}
+names_of = {factory: name for name, factory in VARIANTS.items() if factory is not None}
+DEFAULT_VARIANTS = [name for name in VARIANTS if "old default" not in name]
+
+
+class MeasuredCG(ConjugateGradient):
+    """Conjugate gradient that keeps ‖b‖, for the reference's relative residual."""
+
+    def solve(self, hvp, b, initial=None):
+        self.b_norm = float(vectors.norm(b))
+        return super().solve(hvp, b, initial)
+
+
+class Referenced(HypergradientCallback):
+    """A callback that, at every hyperstep, also computes a converged-CG reference at the same weights."""
+
+    def __init__(self, wrapped: HypergradientCallback, iterations: int) -> None:
+        self.__dict__.update(wrapped.__dict__)
+        self.reference_iterations, self.found = iterations, []
+
+    def compute_hypergradient(self, trainer, module, train_batch, validation_batch):
+        result = super().compute_hypergradient(trainer, module, train_batch, validation_batch)
+        named = module.named_hyperparameters()
+        with hyperstep_context(module):
+            losses = list(
+                evaluate_losses(module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode)
+            )
+            reference = hypergradient_with_solve(
+                losses.pop(0),
+                losses.pop(0),
+                module.weight_parameters(),
+                [parameter for _, parameter in named],
+                solver := MeasuredCG(self.reference_iterations, rtol=1e-4),
+                damping=self.damping,
+            )
+        mine, exact = (vectors.flatten(found).double() for found in (result.hypergradients, reference.hypergradients))
+        cosine = float(mine @ exact / (mine.norm() * exact.norm()).clamp_min(1e-30))
+        relative = float(reference.solve.residual_norm) / solver.b_norm
+        self.found.append((trainer.global_step, cosine, relative, reference.solve.status.value, result.solve.hvp_count))
+        return result
+
+
+def fit(problem: str, factory, steps: int, device: str, reference: int | None = None, damping: float = 0.0):
+    """One fit of ``steps`` weight steps; returns the clock's seconds and the callback (``damping`` for all)."""
+    L.seed_everything(0, verbose=False)
+    module, data = (
+        make_module(problem, last_layers=factory is not None and "last layers" in names_of[factory]),
+        GeneratedData(problem),
+    )
+    callback = None if factory is None else factory()
+    if callback is not None:
+        callback.damping = damping
+    if callback is not None and reference is not None:
+        callback = Referenced(callback, reference)
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator=device,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[] if callback is None else [callback],
+    )
+    clock = time.perf_counter if device == "cuda" else time.process_time
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = clock()
+    trainer.fit(module, data)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return clock() - start, callback
+
+
+def cost(problem: str, names: list[str], steps: int, repeats: int, device: str, damping: float) -> None:
+    fit(problem, None, 3, device)  # warm-up: imports, allocator and first-call costs stay out of the timing
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    products: dict[str, int] = {}
+    for _ in range(repeats):
+        for name in names:
+            elapsed, callback = fit(problem, VARIANTS[name], steps, device, damping=damping)
+            seconds[name].append(elapsed)
+            if callback is not None:
+                products[name] = int(sum(entry["hvp_count"] for entry in callback.history))
+    plain = statistics.median(seconds["plain (no callback)"])
+    clock = "wall" if device == "cuda" else "CPU"
+    print(f"\n{problem}: plain fit {plain:.1f} s {clock} ({steps} steps, median of {repeats}, interleaved, 1 thread)")
+    print(f"{'variant':<54} {'× plain':>8} {'range':>12} {'products':>9}")
+    for name in names:
+        low, high = min(seconds[name]) / plain, max(seconds[name]) / plain
+        count = products.get(name, 0)
+        print(f"{name:<54} {statistics.median(seconds[name]) / plain:8.2f} {low:5.2f}–{high:<5.2f} {count:9d}")
+
+
+def cosines(problem: str, names: list[str], steps: int, device: str, iterations: int, damping: float) -> None:
+    print(
+        f"\n{problem}: cosine to ConjugateGradient({iterations}, rtol=1e-4) at the same weights, per hyperstep, "
+        f"damping {damping:g} for all"
+    )
+    print(f"{'variant':<54} {'step':>5} {'products':>9} {'cosine':>8} {'ref. residual/‖v‖':>18} {'ref. status':>20}")
+    for name in names:
+        if VARIANTS[name] is None:
+            continue
+        _, callback = fit(problem, VARIANTS[name], steps, device, reference=iterations, damping=damping)
+        for step, cosine, relative, status, count in callback.found:
+            print(f"{name:<54} {step:5d} {count:9d} {cosine:8.4f} {relative:18.3g} {status:>20}")
+
+
+def breakdown(problem: str, repeats: int = 3) -> None:
+    """CPU time of a hyperstep's parts against one training step (forward, backward, Adam step), one thread."""
+    module, data = make_module(problem), GeneratedData(problem)
+    weights, hyperparameters = module.weight_parameters(), module.hyperparameters()
+    optimizer = torch.optim.Adam(weights, lr=1e-3)
+    batch, validation_batch = next(iter(data.train_dataloader())), next(iter(data.val_dataloader()))
+
+    def clocked(work) -> float:
+        work()
+        start = time.process_time()
+        for _ in range(repeats):
+            work()
+        return (time.process_time() - start) / repeats
+
+    def training_step() -> None:
+        optimizer.zero_grad()
+        module.training_loss(batch).backward()
+        optimizer.step()
+
+    def validation_gradient() -> None:
+        module.eval()
+        torch.autograd.grad(module.validation_loss(validation_batch), weights)
+        module.train()
+
+    step = clocked(training_step)
+    with hyperstep_context(module):
+        graph = clocked(lambda: torch.autograd.grad(module.training_loss(batch), weights, create_graph=True))
+        gradient = torch.autograd.grad(module.training_loss(batch), weights, create_graph=True)
+        vector = [torch.randn_like(weight) for weight in weights]
+        product = clocked(lambda: torch.autograd.grad(gradient, weights, vector, retain_graph=True))
+        mixed = clocked(lambda: torch.autograd.grad(gradient, hyperparameters, vector, retain_graph=True))
+        validation = clocked(validation_gradient)
+    print(f"\n{problem}: CPU time per call / one training step ({step * 1e3:.0f} ms), mean of {repeats}")
+    for name, seconds in [
+        ("training gradient with create_graph (forward + backward)", graph),
+        ("one Hessian-vector product", product),
+        ("the mixed product (w.r.t. λ)", mixed),
+        ("validation gradient (eval mode)", validation),
+    ]:
+        print(f"{name:<58} {seconds / step:6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", nargs="+", default=["resnet18", "transformer"])
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cosines", action="store_true")
+    parser.add_argument("--no-cost", action="store_true", help="only the cosines")
+    parser.add_argument("--breakdown", action="store_true", help="also a hyperstep's parts in training steps")
+    parser.add_argument("--reference-iterations", type=int, default=60)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--damping", type=float, default=0.0, help="μ of every variant and of the reference")
+    arguments = parser.parse_args()
+    torch.set_num_threads(1)
+    names = ["plain (no callback)", *[name for name in arguments.variants if name != "plain (no callback)"]]
+    for problem in arguments.problems:
+        if arguments.breakdown:
+            breakdown(problem)
+        if not arguments.no_cost:
+            cost(problem, names, arguments.steps, arguments.repeats, arguments.device, arguments.damping)
+        if arguments.cosines:
+            cosines(
+                problem, names, arguments.steps, arguments.device, arguments.reference_iterations, arguments.damping
+            )
+
+
+if __name__ == "__main__":
+    main()
