@@ -25,6 +25,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from lightning_hypergrad import HypergradientCallback
 from lightning_hypergrad.data import DigitsDataModule
+from lightning_hypergrad.solvers import Neumann
 from lightning_hypergrad.tasks import ClassWeightedClassifier, ReweightedClassifier
 
 HYPER_LEARNING_RATE = 0.05
@@ -32,7 +33,7 @@ HYPER_LEARNING_RATE = 0.05
 
 def callback(hyper_learning_rate: float) -> HypergradientCallback:
     adam = functools.partial(torch.optim.Adam, lr=hyper_learning_rate)
-    return HypergradientCallback(hyper_optimizer=adam, every_n_steps=5, warmup_steps=20)
+    return HypergradientCallback(Neumann(), hyper_optimizer=adam, every_n_steps=5, warmup_steps=20)
 
 
 def variants() -> dict[str, tuple[Any, bool, bool]]:

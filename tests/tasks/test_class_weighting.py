@@ -13,6 +13,7 @@ from lightning_hypergrad import HypergradientCallback
 from lightning_hypergrad.data import DigitsDataModule
 from lightning_hypergrad.hparams.class_weights import inverse_frequency
 from lightning_hypergrad.models import MLPClassifier
+from lightning_hypergrad.solvers import Neumann
 from lightning_hypergrad.tasks import ClassWeightedClassifier
 from tests.lightning_helpers import make_trainer
 
@@ -69,7 +70,7 @@ def test_tuning_raises_the_rare_classes_weights_on_long_tailed_data() -> None:
     data = DigitsDataModule(class_imbalance=10.0)
     task = ClassWeightedClassifier()
     adam = lambda params: torch.optim.Adam(params, lr=0.05)  # noqa: E731
-    callback = HypergradientCallback(hyper_optimizer=adam, every_n_steps=5, warmup_steps=20)
+    callback = HypergradientCallback(Neumann(), hyper_optimizer=adam, every_n_steps=5, warmup_steps=20)
     make_trainer([callback], max_epochs=20).fit(task, data)
     weights = task.class_weights.weights().detach()
     counts = data.train_class_counts.float()
