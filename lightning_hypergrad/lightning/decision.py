@@ -36,7 +36,7 @@ class HyperstepResult(HypergradientResult):
         solver: the solver that ran this step: the callback's, or its copy with α set from the weights' learning
             rate (``alpha_from_learning_rate``); its advice is the one a failed solve needs.
         validation_loss: the hyper batch's validation loss, or ``None`` when unknown.
-        loss_problem: why no solve could run (:func:`loss_problem`), else ``None``.
+        loss_problem: why no solve could run (:func:`loss_problem`, or the engine's own check), else ``None``.
         alpha_from_learning_rate: whether the solver's α was the weights' learning rate; a remedy that says to
             lower α then says to lower that learning rate.
         loss_scale: the hyperstep's own loss scale it was computed at under a ``GradScaler``
@@ -45,7 +45,6 @@ class HyperstepResult(HypergradientResult):
 
     solver: IHVPSolver | None = None
     validation_loss: float | None = None
-    loss_problem: str | None = None
     alpha_from_learning_rate: bool = False
     loss_scale: float | None = None
 
@@ -64,6 +63,7 @@ class HyperstepResult(HypergradientResult):
             direct=result.direct,
             solve=result.solve,
             train_gradient_norm=result.train_gradient_norm,
+            loss_problem=result.loss_problem,
             solver=solver,
             validation_loss=validation_loss,
             alpha_from_learning_rate=alpha_from_learning_rate,
