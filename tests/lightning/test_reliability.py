@@ -144,6 +144,45 @@ def test_a_fit_with_nan_injected_finishes_finite_and_counts_the_skips(fault: str
     assert f"at step {skipped['step']}" in message
 
 
+class NaNWeightSteps(TinyBilevel):
+    """TinyBilevel whose training loss is NaN in the weight steps listed (counted from 1), finite otherwise."""
+
+    def __init__(self, nan_steps: set[int], **options: Any) -> None:
+        super().__init__(**options)
+        self.nan_steps, self.calls = nan_steps, 0
+
+    def training_loss(self, batch: Any) -> Tensor:
+        self.calls += 1
+        loss = super().training_loss(batch)
+        return loss * math.nan if self.calls in self.nan_steps else loss
+
+
+def fit_quietly(model: TinyBilevel, **trainer_options: Any) -> L.Trainer:
+    trainer = make_trainer(**trainer_options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one "Skipped the weight step" per skip
+        trainer.fit(model, digits())
+    return trainer
+
+
+def test_a_training_loss_that_stays_nan_stops_the_fit_instead_of_skipping_forever() -> None:
+    model = NaNWeightSteps(set(range(1, 1000)), max_consecutive_skipped_weight_steps=3)
+    message = (
+        r"NaNWeightSteps: 4 weight steps in a row were skipped .*at step 0.*max_consecutive_skipped_weight_steps=3"
+    )
+    with pytest.raises(RuntimeError, match=message):
+        fit_quietly(model, max_steps=5, max_epochs=2)  # max_epochs only so that the code before the fix ends
+    assert model.skipped_weight_steps == 4 and model.trainer.global_step == 0
+    assert all_finite(model)
+
+
+def test_runs_of_skipped_weight_steps_up_to_the_limit_let_the_fit_finish() -> None:
+    model = NaNWeightSteps({1, 2, 3, 5, 6, 7}, max_consecutive_skipped_weight_steps=3)
+    trainer = fit_quietly(model, max_steps=4)
+    assert trainer.global_step == 4 and model.skipped_weight_steps == 6 and model.calls == 10
+    assert model.consecutive_skipped_weight_steps == 0
+
+
 def test_a_skipped_hyperstep_drops_the_warm_start() -> None:
     starts: list[bool] = []
 
