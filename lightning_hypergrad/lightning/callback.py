@@ -176,7 +176,7 @@ class HypergradientCallback(Callback):
             if self.warm_start:
                 self.solver_memory.keep(result.solve.solution)
             self.taken += 1
-            self._zero_warned = self._zero_warned or decision.warn_once_if_zero(hypergradients, module)
+            self._zero_warned = self._zero_warned or decision.warn_once_if_zero(clipped, module, result, self.history)
         else:
             self.skipped += 1
             self.solver_memory.drop()

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_hypergrad.engine.hypergradient import HypergradientResult, HypergradientWarning
-from lightning_hypergrad.lightning import contract, distributed
+from lightning_hypergrad.lightning import contract, distributed, records
 from lightning_hypergrad.solvers import IHVPSolver
 from lightning_hypergrad.solvers.base import SolveResult, SolveStatus
 
@@ -185,14 +185,68 @@ def skip_warning(step: int, reason: str, skipped: int) -> HypergradientWarning:
     )
 
 
-def warn_once_if_zero(hypergradients: Sequence[Tensor], module: nn.Module) -> bool:
-    """Warn when an applied hypergradient is exactly zero; returns True when it warned (once is enough)."""
+def warn_once_if_zero(
+    hypergradients: Sequence[Tensor],
+    module: nn.Module,
+    result: HypergradientResult | None = None,
+    history: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """Warn when an applied hypergradient is exactly zero, saying why; returns True when it warned (once is enough).
+
+    The causes, told apart: hyperparameters that saturated or ran away (an earlier entry of ``history`` applied a
+    nonzero hypergradient, and λ has moved since, say until an ``exp`` underflows to 0); hyperparameters the
+    losses do not respond to from the first hyperstep although the validation loss reaches the weights
+    (``result``'s solution ``x ≈ H⁻¹ ∂L_V/∂w`` is nonzero: saturated from the start, or unused); and a validation
+    loss that reaches neither the weights nor λ (detached or constant: ``x`` is zero, and so was every earlier
+    hypergradient).
+
+    Args:
+        hypergradients: the hypergradients just applied.
+        module: the module, for its name and its hyperparameters' values.
+        result: the hyperstep's result, whose solve tells whether the validation loss reaches the weights.
+        history: the callback's earlier history entries (``hypergradient_norm``, ``hyperparameters``).
+    """
     if any(bool(gradient.detach().ne(0).any()) for gradient in hypergradients):
         return False
-    rank_zero_warn(
-        f"The hypergradient is exactly zero: {type(module).__name__}.validation_loss does not depend on the "
-        "weights or on the hyperparameters (a constant, or computed under no_grad/detach?). Hypersteps are "
-        "counted as taken but cannot move the hyperparameters.",
-        category=HypergradientWarning,
-    )
+    earlier = [entry for entry in history if entry.get("applied") and entry.get("hypergradient_norm", 0.0) > 0]
+    reaches_weights = result is not None and any(bool(part.ne(0).any()) for part in result.solve.solution)
+    if earlier or reaches_weights:
+        message = _saturation_message(module, earlier[-1] if earlier else None, history[0] if history else None)
+    else:
+        message = (
+            f"The hypergradient is exactly zero: {type(module).__name__}.validation_loss does not depend on the "
+            "weights or on the hyperparameters (a constant, or computed under no_grad/detach?). Hypersteps are "
+            "counted as taken but cannot move the hyperparameters."
+        )
+    rank_zero_warn(message, category=HypergradientWarning)
     return True
+
+
+def _saturation_message(module: Any, nonzero: dict[str, Any] | None, first: dict[str, Any] | None) -> str:
+    """The zero-hypergradient warning for hyperparameters the losses no longer respond to (not a detached loss)."""
+    now = _values(records.summarize_hyperparameters(module.named_hyperparameters()))
+    if nonzero is None:  # zero from the first hyperstep, yet the validation loss reaches the weights
+        return (
+            "The hypergradient is exactly zero although validation_loss depends on the weights: neither loss "
+            f"responds to the hyperparameters at their values (now {now}). They are saturated from the start (e.g. "
+            "exp() of a large negative log-parameter underflows to 0, a sigmoid sits at 0 or 1), or training_loss "
+            "does not use them. Start them in range, or keep them there with project_hyperparameters."
+        )
+    then = f"; after the hyperstep at step {first['step']}: {_values(first['hyperparameters'])}" if first else ""
+    return (
+        f"The hypergradient is exactly zero although it was not at step {nonzero['step']}: the hyperparameters "
+        f"have moved to where the losses no longer respond to them in floating point (now {now}{then}). They "
+        "saturated or ran away: exp() of a large negative log-parameter underflows to 0, a sigmoid sits at 0 or 1; "
+        "a hyper learning rate too large sends them there and the optimizer's momentum carries them further. Lower "
+        "the hyper optimizer's learning rate, set max_hypergradient_norm, or keep them in range with "
+        "project_hyperparameters. Hypersteps are counted as taken but cannot bring them back."
+    )
+
+
+def _values(summary: dict[str, dict[str, float]]) -> str:
+    """``name=value`` or ``name in [min, max]`` for the first few hyperparameters of a record's summary."""
+    shown = [
+        f"{name}={stats['value']:.4g}" if "value" in stats else f"{name} in [{stats['min']:.4g}, {stats['max']:.4g}]"
+        for name, stats in list(summary.items())[:4]
+    ]
+    return ", ".join(shown) + (", …" if len(summary) > 4 else "")

@@ -279,8 +279,43 @@ def test_a_constant_validation_loss_warns_once_about_zero_hypergradients() -> No
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         make_trainer([callback], max_steps=8).fit(Constant(), digits())
-    zero = [w for w in caught if "hypergradient is exactly zero" in str(w.message)]
+    zero = [str(w.message) for w in caught if "hypergradient is exactly zero" in str(w.message)]
     assert len(zero) == 1 and callback.taken == 4
+    assert "Constant.validation_loss does not depend on the weights" in zero[0] and "saturated" not in zero[0]
+
+
+def zero_hypergradient_warnings(model: TinyBilevel, callback: HypergradientCallback) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer([callback], max_steps=6).fit(model, digits())
+    return [str(w.message) for w in caught if "hypergradient is exactly zero" in str(w.message)]
+
+
+def test_a_log_decay_driven_to_underflow_is_called_saturated_not_a_detached_loss() -> None:
+    # Adam(lr=1000): the first hyperstep moves log_decay from -3 to about -1003, where exp() is 0 in float32.
+    L.seed_everything(0, verbose=False)
+    model = TinyBilevel()
+    adam = functools.partial(torch.optim.Adam, lr=1000.0)
+    callback = HypergradientCallback(Neumann(iterations=3), every_n_steps=2, hyper_optimizer=adam)
+    (message,) = zero_hypergradient_warnings(model, callback)
+    first, second = callback.history[:2]
+    assert first["hypergradient_norm"] > 0 and second["hypergradient_norm"] == 0.0
+    assert f"although it was not at step {first['step']}" in message and "saturated or ran away" in message
+    at_warning = second["hyperparameters"]["log_decay"]["value"]  # the warning came after the second hyperstep
+    assert f"now log_decay={at_warning:.4g}" in message and at_warning < -1000
+    assert f"after the hyperstep at step {first['step']}: log_decay=" in message
+    assert "does not depend" not in message
+
+
+def test_a_log_decay_that_starts_underflowed_is_called_saturated_not_a_detached_loss() -> None:
+    L.seed_everything(0, verbose=False)
+    model = TinyBilevel()
+    with torch.no_grad():
+        model.log_decay.fill_(-1000.0)  # exp(-1000) is 0 in float32 from the start
+    callback = HypergradientCallback(Neumann(iterations=3), every_n_steps=2)
+    (message,) = zero_hypergradient_warnings(model, callback)
+    assert "although validation_loss depends on the weights" in message and "now log_decay=-1000" in message
+    assert "does not depend" not in message
 
 
 def test_reduce_lr_on_plateau_steps_with_the_hyperstep_validation_loss() -> None:
