@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lightning_hypergrad.arguments import check_non_negative, check_positive
 from lightning_hypergrad.engine import vectors
-from lightning_hypergrad.engine.inputs import check_inputs, loss_problem, non_finite_flags
+from lightning_hypergrad.engine.inputs import check_inputs, invalid_loss_reason, non_finite_flags
 from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.solvers.base import Donated, IHVPSolver, SolveResult, SolveStatus
 from lightning_hypergrad.solvers.neumann import Neumann
@@ -181,7 +181,7 @@ def hypergradient_with_solve(
     *validation_gradients, agreed = reduce(
         (*_gradients(val_loss * loss_scale, params + hparams, unscale=unscale), flags)
     )
-    problem = loss_problem(train_loss, val_loss, flags, agreed)
+    problem = invalid_loss_reason(train_loss, val_loss, flags, agreed)
     if problem is not None:  # the derivatives of a NaN/inf loss mean nothing: solve nothing
         return _invalid_result(params, hparams, problem)
     direct = validation_gradients[len(params) :]

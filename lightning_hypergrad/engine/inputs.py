@@ -108,7 +108,7 @@ def _reentrant_checkpoint_node() -> type:
     return type(probe.grad_fn)
 
 
-def loss_problem(train_loss: Tensor, val_loss: Tensor, flags: Tensor, agreed: Tensor) -> str | None:
+def invalid_loss_reason(train_loss: Tensor, val_loss: Tensor, flags: Tensor, agreed: Tensor) -> str | None:
     """Why the losses cannot give a hypergradient, or None when both are finite on every process.
 
     Args:
