@@ -35,7 +35,7 @@ class HypergradientResult:
             stationary point the implicit function theorem assumes (NaN when not computed).
         loss_problem: ``None`` when the result is valid; else why the losses could not give a hypergradient
             (a NaN or inf loss, here or on another process): nothing was solved, ``hypergradients`` and ``direct``
-            are zeros, ``solve.status`` is ``NON_FINITE`` with no products spent (``hvp_count == 0``).
+            are zeros, ``solve.status`` is ``NOT_RUN`` (no products spent, a NaN residual).
     """
 
     hypergradients: tuple[Tensor, ...]
@@ -211,11 +211,11 @@ def hypergradient_with_solve(
 
 
 def _invalid_result(params: Vector, hparams: Vector, problem: str) -> HypergradientResult:
-    """Zeros, a solve that spent nothing and reports ``NON_FINITE``, and the ``problem``."""
+    """Zeros, a solve with status ``NOT_RUN`` (nothing spent, a NaN residual), and the ``problem``."""
     nan = torch.tensor(math.nan, device=hparams[0].device)
     solution = tuple(torch.zeros_like(w, dtype=vectors.working_dtype(w.dtype)).detach() for w in params)
     solve = SolveResult(
-        solution, iterations=0, residual_norm=nan, converged=False, status=SolveStatus.NON_FINITE, hvp_count=0
+        solution, iterations=0, residual_norm=nan, converged=False, status=SolveStatus.NOT_RUN, hvp_count=0
     )
     direct = tuple(torch.zeros_like(h, dtype=vectors.working_dtype(h.dtype)).detach() for h in hparams)
     zeros = tuple(torch.zeros_like(h).detach() for h in hparams)
