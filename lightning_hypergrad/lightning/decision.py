@@ -223,23 +223,24 @@ def warn_once_if_zero(
 
 
 def _saturation_message(module: Any, nonzero: dict[str, Any] | None, first: dict[str, Any] | None) -> str:
-    """The zero-hypergradient warning for hyperparameters the losses no longer respond to (not a detached loss)."""
+    """The zero-hypergradient warning for hyperparameters the losses do not respond to (not a detached loss)."""
     now = _values(records.summarize_hyperparameters(module.named_hyperparameters()))
     if nonzero is None:  # zero from the first hyperstep, yet the validation loss reaches the weights
         return (
             "The hypergradient is exactly zero although validation_loss depends on the weights: neither loss "
             f"responds to the hyperparameters at their values (now {now}). They are saturated from the start (e.g. "
             "exp() of a large negative log-parameter underflows to 0, a sigmoid sits at 0 or 1), or training_loss "
-            "does not use them. Start them in range, or keep them there with project_hyperparameters."
+            "does not use them (on this batch or at all). Start them in range, or keep them there with "
+            "project_hyperparameters."
         )
     then = f"; after the hyperstep at step {first['step']}: {_values(first['hyperparameters'])}" if first else ""
     return (
-        f"The hypergradient is exactly zero although it was not at step {nonzero['step']}: the hyperparameters "
-        f"have moved to where the losses no longer respond to them in floating point (now {now}{then}). They "
-        "saturated or ran away: exp() of a large negative log-parameter underflows to 0, a sigmoid sits at 0 or 1; "
-        "a hyper learning rate too large sends them there and the optimizer's momentum carries them further. Lower "
-        "the hyper optimizer's learning rate, set max_hypergradient_norm, or keep them in range with "
-        "project_hyperparameters. Hypersteps are counted as taken but cannot bring them back."
+        f"The hypergradient is exactly zero although it was not at step {nonzero['step']}: the losses no longer "
+        f"respond to the hyperparameters (now {now}{then}). Either they saturated or ran away (exp() of a large "
+        "negative log-parameter underflows to 0, a sigmoid sits at 0 or 1; a hyper learning rate too large sends "
+        "them there and the optimizer's momentum carries them further: lower it, set max_hypergradient_norm, or "
+        "keep them in range with project_hyperparameters), or this hyperstep's training batch does not involve "
+        "them (say, class weights on a batch of a single class). Hypersteps are counted as taken."
     )
 
 
