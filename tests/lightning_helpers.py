@@ -63,8 +63,8 @@ class RecordingCallback(HypergradientCallback):
 class TinyBilevel(BilevelLightningModule):
     """Linear regression with a learnable log weight decay; knobs to break it in the ways users do."""
 
-    def __init__(self, break_with: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, break_with: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
         self.linear = nn.Linear(64, 10)
         self.log_decay = nn.Parameter(torch.tensor(-3.0))
         self.unused = nn.Parameter(torch.zeros(2))

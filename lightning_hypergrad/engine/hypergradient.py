@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,8 +12,9 @@ from torch import Tensor
 
 from lightning_hypergrad.arguments import check_non_negative, check_positive
 from lightning_hypergrad.engine import vectors
+from lightning_hypergrad.engine.inputs import check_inputs, invalid_loss_reason, non_finite_flags
 from lightning_hypergrad.engine.vectors import Vector
-from lightning_hypergrad.solvers.base import Donated, IHVPSolver, SolveResult
+from lightning_hypergrad.solvers.base import Donated, IHVPSolver, SolveResult, SolveStatus
 from lightning_hypergrad.solvers.neumann import Neumann
 
 
@@ -30,13 +32,17 @@ class HypergradientResult:
             ``val_loss`` does not reach a hyperparameter this is a read-only broadcast view of zero (no memory).
         solve: the inverse-Hessian solve of ``H x = ∂L_V/∂w`` (its ``solution`` is ``x``, for warm starts).
         train_gradient_norm: ``‖∂L_T/∂w‖`` at these weights, a 0-dim tensor: how far w is from the
-            stationary point the implicit function theorem assumes.
+            stationary point the implicit function theorem assumes (NaN when not computed).
+        loss_problem: ``None`` when the result is valid; else why the losses could not give a hypergradient
+            (a NaN or inf loss, here or on another process): nothing was solved, ``hypergradients`` and ``direct``
+            are zeros, ``solve.status`` is ``NOT_RUN`` (no products spent, a NaN residual).
     """
 
     hypergradients: tuple[Tensor, ...]
     direct: tuple[Tensor, ...]
     solve: SolveResult
     train_gradient_norm: Tensor
+    loss_problem: str | None = None
 
 
 def hypergradient(
@@ -81,15 +87,23 @@ def hypergradient(
             float16 autocast a large S (the GradScaler's scale) keeps small gradients from flushing to zero. An
             overflow shows up as a non-finite result (the solver reports divergence).
         average: a function averaging a vector across processes (e.g. an all-reduce mean). When given, the
-            validation gradient with the direct term, every Hessian-vector product and the mixed term are
-            averaged, so every process solves the same system with the global-batch Hessian (for equal local
-            batch sizes, exactly the single-process answer on the concatenated batches). ``None``: local only.
+            validation gradient with the direct term (and two flags: whether each loss is finite), every
+            Hessian-vector product and the mixed term are averaged, so every process solves the same system:
+            that of the mean of the processes' losses. For equal local batch sizes and losses that are means over
+            examples this is exactly the single-process answer on the concatenated batches; BatchNorm in
+            training mode (per-process statistics) breaks that equality. ``None``: local only.
 
     Returns:
         One detached tensor per hyperparameter with its shape and dtype; exact zeros where a hyperparameter
         influences neither loss. Neither the graphs nor any ``.grad`` field is modified. If the solver fails
         (diverges or meets negative curvature) a :class:`HypergradientWarning` is issued and the implicit term
-        is left out; use :func:`hypergradient_with_solve` to inspect the solve instead.
+        is left out; if a loss is NaN or inf nothing is solved, zeros are returned and a
+        :class:`HypergradientWarning` says the result is invalid. Use :func:`hypergradient_with_solve` to
+        inspect the solve instead.
+
+    Raises:
+        RuntimeError: a loss is computed through ``torch.utils.checkpoint(..., use_reentrant=True)``, which
+            cannot be differentiated twice; pass ``use_reentrant=False``.
 
     Example:
         >>> import torch
@@ -107,7 +121,13 @@ def hypergradient(
     result = hypergradient_with_solve(
         losses.pop(0), losses.pop(0), params, hparams, solver, damping=damping, loss_scale=loss_scale, average=average
     )
-    if not result.solve.converged:
+    if result.loss_problem is not None:
+        warnings.warn(
+            f"The hypergradient is invalid: {result.loss_problem}. Nothing was solved; zeros are returned.",
+            HypergradientWarning,
+            stacklevel=2,
+        )
+    elif not result.solve.converged:
         used = solver or Neumann()
         warnings.warn(
             f"The inverse-Hessian solve failed ({result.solve.status.value}, residual norm "
@@ -137,7 +157,9 @@ def hypergradient_with_solve(
         initial: a warm start for the solver, shaped like ``params`` (e.g. the previous
             ``result.solve.solution``); ``None`` starts from zero.
 
-    A failed solve (``result.solve.converged`` false) contributes a zero implicit term.
+    A failed solve (``result.solve.converged`` false) contributes a zero implicit term. A NaN or inf loss gives
+    no solve at all: ``result.loss_problem`` says why, and the result holds zeros (every process agrees on it
+    when ``average`` is given: the losses' finiteness flags travel with the validation gradient's average).
 
     Memory: above the two graphs, the products and the mixed term need nothing a solver does not (Neumann its
     running sum, conjugate gradient its iterate and residual, see ``benchmarks/hypergradient_memory.py``): v is
@@ -145,7 +167,7 @@ def hypergradient_with_solve(
     losses once differentiated, so a caller who passes them without keeping them lets go of whatever part of
     their graphs the training gradient's graph does not use.
     """
-    params, hparams = _check_inputs(train_loss, val_loss, params, hparams, solver)
+    params, hparams = check_inputs(train_loss, val_loss, params, hparams, solver)
     damping = check_non_negative("damping", damping)
     loss_scale = check_positive("hypergradient", "loss_scale", loss_scale)
     solver = Neumann() if solver is None else solver
@@ -154,8 +176,14 @@ def hypergradient_with_solve(
     def reduce(vector: Sequence[Tensor]) -> Vector:
         return tuple(average(vector)) if average is not None else tuple(vector)
 
-    # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass (and one average).
-    validation_gradients = reduce(_gradients(val_loss * loss_scale, params + hparams, unscale=unscale))
+    # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass; one average, with the losses' finiteness.
+    flags = non_finite_flags(train_loss, val_loss)
+    *validation_gradients, agreed = reduce(
+        (*_gradients(val_loss * loss_scale, params + hparams, unscale=unscale), flags)
+    )
+    problem = invalid_loss_reason(train_loss, val_loss, flags, agreed)
+    if problem is not None:  # the derivatives of a NaN/inf loss mean nothing: solve nothing
+        return _invalid_result(params, hparams, problem)
     direct = validation_gradients[len(params) :]
     # v is handed to the solver, which frees it once used (this function keeps no reference).
     validation_gradient = Donated(validation_gradients[: len(params)])
@@ -180,6 +208,18 @@ def hypergradient_with_solve(
         mixed = vectors.zeros_like(direct)
     hypergradients = _combine(direct, mixed, solve.solution, hparams)
     return HypergradientResult(hypergradients, direct, solve, train_gradient.norm)
+
+
+def _invalid_result(params: Vector, hparams: Vector, problem: str) -> HypergradientResult:
+    """Zeros, a solve with status ``NOT_RUN`` (nothing spent, a NaN residual), and the ``problem``."""
+    nan = torch.tensor(math.nan, device=hparams[0].device)
+    solution = tuple(torch.zeros_like(w, dtype=vectors.working_dtype(w.dtype)).detach() for w in params)
+    solve = SolveResult(
+        solution, iterations=0, residual_norm=nan, converged=False, status=SolveStatus.NOT_RUN, hvp_count=0
+    )
+    direct = tuple(torch.zeros_like(h, dtype=vectors.working_dtype(h.dtype)).detach() for h in hparams)
+    zeros = tuple(torch.zeros_like(h).detach() for h in hparams)
+    return HypergradientResult(zeros, direct, solve, nan, loss_problem=problem)
 
 
 class _TrainGradient:
@@ -255,40 +295,3 @@ def _gradients(loss: Tensor, inputs: Vector, create_graph: bool = False, unscale
 def _working(gradient: Tensor, unscale: float) -> Tensor:
     gradient = gradient.detach().to(vectors.working_dtype(gradient.dtype))
     return gradient if unscale == 1.0 else gradient * unscale
-
-
-def _check_inputs(
-    train_loss: object, val_loss: object, params: object, hparams: object, solver: object
-) -> tuple[Vector, Vector]:
-    for name, loss in (("train_loss", train_loss), ("val_loss", val_loss)):
-        if not isinstance(loss, Tensor):
-            raise TypeError(f"{name} must be a scalar tensor, got {type(loss).__name__}.")
-        if loss.numel() != 1:
-            raise ValueError(
-                f"{name} must be a scalar tensor, got shape {tuple(loss.shape)}; reduce it (e.g. .mean())."
-            )
-    checked = []
-    for name, group in (("params", params), ("hparams", hparams)):
-        if isinstance(group, Tensor):
-            raise TypeError(f"{name} must be a sequence of tensors, got a single tensor; wrap it in a list.")
-        group = tuple(group)  # type: ignore[arg-type]
-        if not group:
-            raise ValueError(f"{name} is empty; pass at least one tensor.")
-        for index, tensor in enumerate(group):
-            if not isinstance(tensor, Tensor):
-                raise TypeError(f"{name}[{index}] must be a tensor, got {type(tensor).__name__}.")
-            if not tensor.requires_grad:
-                raise ValueError(
-                    f"{name}[{index}] (shape {tuple(tensor.shape)}) does not require grad; call .requires_grad_()."
-                )
-        checked.append(group)
-    weights, hyperparameters = checked
-    weight_ids = {id(tensor) for tensor in weights}
-    shared = [index for index, tensor in enumerate(hyperparameters) if id(tensor) in weight_ids]
-    if shared:
-        raise ValueError(f"hparams{shared} also appear in params; a tensor is either a weight or a hyperparameter.")
-    if solver is not None and not isinstance(solver, IHVPSolver):
-        raise TypeError(
-            f"solver must be an IHVPSolver (Neumann, ConjugateGradient, Identity, Exact), got {type(solver).__name__}."
-        )
-    return weights, hyperparameters

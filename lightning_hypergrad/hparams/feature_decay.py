@@ -27,7 +27,7 @@ class FeatureDecay(nn.Module):
         initial: every coefficient's starting value ``> 0``.
 
     Attributes:
-        log_coefficients: the hyperparameters θ, shape ``(num_features,)`` or ``(1,)``.
+        log_coefficients: the hyperparameters θ, shape ``(num_features,)``, or ``()`` (a scalar) for ``"global"``.
     """
 
     def __init__(self, num_features: int, granularity: FeatureGranularity = "per_feature", initial: float = 1e-2):

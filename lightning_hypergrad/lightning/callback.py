@@ -58,9 +58,9 @@ class HypergradientCallback(Callback):
             (:class:`~lightning_hypergrad.lightning.solver_memory.SolverMemory`).
         alpha_from_learning_rate: give the solver's ``alpha`` the weight optimizer's current learning rate on
             every hyperstep (Neumann's series then mirrors unrolled gradient descent with that step).
-        sync: with several processes (DDP), ``"hvp"`` averages the validation gradient and every
-            Hessian-vector product across processes, so all solve the same system with the global-batch Hessian
-            (exact: equals one process on the concatenated batches; K+2 all-reduces of weight size per hyperstep).
+        sync: with several processes (DDP), ``"hvp"`` averages the validation gradient and every Hessian-vector
+            product (K+1 weight-sized all-reduces for K products, 31 for ``Neumann()``), so all solve the same
+            system: as one process on the concatenated batches, unless BatchNorm runs in training mode.
             ``"hypergradient"`` solves with each process's local batch and averages only the final
             hypergradients (one all-reduce of hyperparameter size; biased, since a mean of inverses is not the
             inverse of the mean). Either way every process applies the same step.
@@ -176,7 +176,7 @@ class HypergradientCallback(Callback):
             if self.warm_start:
                 self.solver_memory.keep(result.solve.solution)
             self.taken += 1
-            self._zero_warned = self._zero_warned or decision.warn_once_if_zero(hypergradients, module)
+            self._zero_warned = self._zero_warned or decision.warn_once_if_zero(clipped, module, result, self.history)
         else:
             self.skipped += 1
             self.solver_memory.drop()

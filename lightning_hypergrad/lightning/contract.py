@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_hypergrad.engine.hypergradient import HypergradientWarning
+from lightning_hypergrad.engine.inputs import check_no_reentrant_checkpoint
 
 if TYPE_CHECKING:
     from lightning_hypergrad.lightning.module import BilevelLightningModule
@@ -173,7 +174,12 @@ def warn_about_idle_hyperparameters(
     module: LightningModule, train_loss: Tensor, named: Sequence[tuple[str, nn.Parameter]]
 ) -> bool:
     """Warn (rank 0) naming the hyperparameters ``train_loss`` does not depend on: the implicit term cannot move
-    them. Returns True (the check was made)."""
+    them. Returns True (the check was made).
+
+    Runs before the first solve, so it first refuses reentrant checkpointing with the engine's message (its own
+    gradient would otherwise meet torch's less helpful error).
+    """
+    check_no_reentrant_checkpoint(training_loss=train_loss)
     gradients = torch.autograd.grad(train_loss, [p for _, p in named], retain_graph=True, allow_unused=True)
     idle = [name for (name, _), gradient in zip(named, gradients) if gradient is None]
     if idle:

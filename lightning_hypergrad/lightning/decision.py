@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_hypergrad.engine.hypergradient import HypergradientResult, HypergradientWarning
-from lightning_hypergrad.lightning import contract, distributed
+from lightning_hypergrad.lightning import contract, distributed, records
 from lightning_hypergrad.solvers import IHVPSolver
 from lightning_hypergrad.solvers.base import SolveResult, SolveStatus
 
@@ -36,7 +36,7 @@ class HyperstepResult(HypergradientResult):
         solver: the solver that ran this step: the callback's, or its copy with α set from the weights' learning
             rate (``alpha_from_learning_rate``); its advice is the one a failed solve needs.
         validation_loss: the hyper batch's validation loss, or ``None`` when unknown.
-        loss_problem: why no solve could run (:func:`loss_problem`), else ``None``.
+        loss_problem: why no solve could run (:func:`loss_problem`, or the engine's own check), else ``None``.
         alpha_from_learning_rate: whether the solver's α was the weights' learning rate; a remedy that says to
             lower α then says to lower that learning rate.
         loss_scale: the hyperstep's own loss scale it was computed at under a ``GradScaler``
@@ -45,7 +45,6 @@ class HyperstepResult(HypergradientResult):
 
     solver: IHVPSolver | None = None
     validation_loss: float | None = None
-    loss_problem: str | None = None
     alpha_from_learning_rate: bool = False
     loss_scale: float | None = None
 
@@ -64,6 +63,7 @@ class HyperstepResult(HypergradientResult):
             direct=result.direct,
             solve=result.solve,
             train_gradient_norm=result.train_gradient_norm,
+            loss_problem=result.loss_problem,
             solver=solver,
             validation_loss=validation_loss,
             alpha_from_learning_rate=alpha_from_learning_rate,
@@ -185,14 +185,69 @@ def skip_warning(step: int, reason: str, skipped: int) -> HypergradientWarning:
     )
 
 
-def warn_once_if_zero(hypergradients: Sequence[Tensor], module: nn.Module) -> bool:
-    """Warn when an applied hypergradient is exactly zero; returns True when it warned (once is enough)."""
+def warn_once_if_zero(
+    hypergradients: Sequence[Tensor],
+    module: nn.Module,
+    result: HypergradientResult | None = None,
+    history: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """Warn when an applied hypergradient is exactly zero, saying why; returns True when it warned (once is enough).
+
+    The causes, told apart: hyperparameters that saturated or ran away (an earlier entry of ``history`` applied a
+    nonzero hypergradient, and λ has moved since, say until an ``exp`` underflows to 0); hyperparameters the
+    losses do not respond to from the first hyperstep although the validation loss reaches the weights
+    (``result``'s solution ``x ≈ H⁻¹ ∂L_V/∂w`` is nonzero: saturated from the start, or unused); and a validation
+    loss that reaches neither the weights nor λ (detached or constant: ``x`` is zero, and so was every earlier
+    hypergradient).
+
+    Args:
+        hypergradients: the hypergradients just applied.
+        module: the module, for its name and its hyperparameters' values.
+        result: the hyperstep's result, whose solve tells whether the validation loss reaches the weights.
+        history: the callback's earlier history entries (``hypergradient_norm``, ``hyperparameters``).
+    """
     if any(bool(gradient.detach().ne(0).any()) for gradient in hypergradients):
         return False
-    rank_zero_warn(
-        f"The hypergradient is exactly zero: {type(module).__name__}.validation_loss does not depend on the "
-        "weights or on the hyperparameters (a constant, or computed under no_grad/detach?). Hypersteps are "
-        "counted as taken but cannot move the hyperparameters.",
-        category=HypergradientWarning,
-    )
+    earlier = [entry for entry in history if entry.get("applied") and entry.get("hypergradient_norm", 0.0) > 0]
+    reaches_weights = result is not None and any(bool(part.ne(0).any()) for part in result.solve.solution)
+    if earlier or reaches_weights:
+        message = _saturation_message(module, earlier[-1] if earlier else None, history[0] if history else None)
+    else:
+        message = (
+            f"The hypergradient is exactly zero: {type(module).__name__}.validation_loss does not depend on the "
+            "weights or on the hyperparameters (a constant, or computed under no_grad/detach?). Hypersteps are "
+            "counted as taken but cannot move the hyperparameters."
+        )
+    rank_zero_warn(message, category=HypergradientWarning)
     return True
+
+
+def _saturation_message(module: Any, nonzero: dict[str, Any] | None, first: dict[str, Any] | None) -> str:
+    """The zero-hypergradient warning for hyperparameters the losses do not respond to (not a detached loss)."""
+    now = _values(records.summarize_hyperparameters(module.named_hyperparameters()))
+    if nonzero is None:  # zero from the first hyperstep, yet the validation loss reaches the weights
+        return (
+            "The hypergradient is exactly zero although validation_loss depends on the weights: neither loss "
+            f"responds to the hyperparameters at their values (now {now}). They are saturated from the start (e.g. "
+            "exp() of a large negative log-parameter underflows to 0, a sigmoid sits at 0 or 1), or training_loss "
+            "does not use them (on this batch or at all). Start them in range, or keep them there with "
+            "project_hyperparameters."
+        )
+    then = f"; after the hyperstep at step {first['step']}: {_values(first['hyperparameters'])}" if first else ""
+    return (
+        f"The hypergradient is exactly zero although it was not at step {nonzero['step']}: the losses no longer "
+        f"respond to the hyperparameters (now {now}{then}). Either they saturated or ran away (exp() of a large "
+        "negative log-parameter underflows to 0, a sigmoid sits at 0 or 1; a hyper learning rate too large sends "
+        "them there and the optimizer's momentum carries them further: lower it, set max_hypergradient_norm, or "
+        "keep them in range with project_hyperparameters), or this hyperstep's training batch does not involve "
+        "them (say, class weights on a batch of a single class). Hypersteps are counted as taken."
+    )
+
+
+def _values(summary: dict[str, dict[str, float]]) -> str:
+    """``name=value`` or ``name in [min, max]`` for the first few hyperparameters of a record's summary."""
+    shown = [
+        f"{name}={stats['value']:.4g}" if "value" in stats else f"{name} in [{stats['min']:.4g}, {stats['max']:.4g}]"
+        for name, stats in list(summary.items())[:4]
+    ]
+    return ", ".join(shown) + (", …" if len(summary) > 4 else "")

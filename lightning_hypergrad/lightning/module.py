@@ -35,13 +35,19 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
         gradient_clip_val: clip the weights' gradients to this norm (or value) before each step; ``None`` = off.
         gradient_clip_algorithm: ``"norm"`` (total 2-norm) or ``"value"`` (elementwise).
         accumulate_grad_batches: sum gradients over this many batches (each loss divided by it) per weight step.
+        max_consecutive_skipped_weight_steps: the most weight steps in a row that may be skipped for non-finite
+            gradients, ``>= 0``; one more stops the fit with a ``RuntimeError`` (0: the first one does). A skipped
+            step does not advance ``global_step``, so a training loss that stays NaN would otherwise keep a
+            ``max_steps`` fit going forever. Counted per weight step (accumulation window), reset by every step
+            taken.
 
     Learning-rate schedulers from ``configure_optimizers`` are stepped here (manual optimization leaves that to
     the module), honouring ``interval`` and ``frequency``; if you override ``on_train_epoch_end`` or ``on_fit_start``,
     call ``super()``. Accumulation windows end with each epoch, also over an ``IterableDataset``.
 
     A weight step whose gradients are NaN or inf (a NaN loss or batch) is skipped, weights unchanged, with a
-    warning; ``skipped_weight_steps`` counts them (logged as ``train/skipped_weight_steps``). Under DDP the module
+    warning; ``skipped_weight_steps`` counts them (logged as ``train/skipped_weight_steps``), and too many in a row
+    stop the fit (``max_consecutive_skipped_weight_steps``). Under DDP the module
     itself keeps DDP from waiting for the hyperparameters' gradients, with or without the callback.
 
     Override :meth:`project_hyperparameters` to keep hyperparameters feasible after each hyperstep (say, clamp a
@@ -58,6 +64,7 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: Literal["norm", "value"] = "norm",
         accumulate_grad_batches: int = 1,
+        max_consecutive_skipped_weight_steps: int = 100,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -68,7 +75,11 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
         check_choice(owner, "gradient_clip_algorithm", gradient_clip_algorithm, ("norm", "value"))
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.accumulate_grad_batches = check_count(owner, "accumulate_grad_batches", accumulate_grad_batches, minimum=1)
+        self.max_consecutive_skipped_weight_steps = check_count(
+            owner, "max_consecutive_skipped_weight_steps", max_consecutive_skipped_weight_steps, minimum=0
+        )
         self.skipped_weight_steps = 0  # steps skipped for non-finite gradients (see weight_steps)
+        self.consecutive_skipped_weight_steps = 0  # the current run of them
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

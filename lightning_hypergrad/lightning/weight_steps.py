@@ -105,14 +105,21 @@ def gradients_are_finite(module: LightningModule, optimizer: Optimizer, loss: Te
     ``skipped_weight_steps`` (logged as ``train/skipped_weight_steps``). Under a loss scaler (``16-mixed``) the
     scaler makes this decision itself and also lowers its scale, so nothing is checked here. Under DDP the
     gradients are already averaged, so every process decides alike.
+
+    More skips in a row than the module's ``max_consecutive_skipped_weight_steps`` raise a ``RuntimeError``
+    (:func:`check_skips_end`): the fault is not passing, and skipped steps leave ``global_step`` where it is.
     """
     scaler = getattr(module.trainer.precision_plugin, "scaler", None)
-    if scaler is not None and scaler.is_enabled():
-        return True
     gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not gradients or bool(torch.stack([gradient.isfinite().all() for gradient in gradients]).all()):
+    if (scaler is not None and scaler.is_enabled()) or not gradients:
+        finite = True
+    else:
+        finite = bool(torch.stack([gradient.isfinite().all() for gradient in gradients]).all())
+    module.consecutive_skipped_weight_steps = 0 if finite else module.consecutive_skipped_weight_steps + 1
+    if finite:
         return True
     module.skipped_weight_steps += 1
+    check_skips_end(module, loss)
     rank_zero_warn(
         f"Skipped the weight step after batch loss {float(loss.detach())} at step {module.trainer.global_step}: "
         f"the weights' gradients are not finite ({module.skipped_weight_steps} skipped so far); weights are "
@@ -122,6 +129,27 @@ def gradients_are_finite(module: LightningModule, optimizer: Optimizer, loss: Te
     )
     module.log("train/skipped_weight_steps", float(module.skipped_weight_steps))
     return False
+
+
+def check_skips_end(module: LightningModule, loss: Tensor) -> None:
+    """Raise once the module's run of skipped weight steps exceeds ``max_consecutive_skipped_weight_steps``.
+
+    Args:
+        module: the BilevelLightningModule whose weight step was just skipped.
+        loss: that step's training loss, quoted in the error.
+    """
+    limit = module.max_consecutive_skipped_weight_steps
+    skipped = module.consecutive_skipped_weight_steps
+    if skipped <= limit:
+        return
+    raise RuntimeError(
+        f"{type(module).__name__}: {skipped} weight steps in a row were skipped because the weights' gradients "
+        f"were not finite (last batch loss {float(loss.detach())}, at step {module.trainer.global_step}). The "
+        "training loss stays NaN/inf, and skipped steps do not advance global_step, so the fit would not end. "
+        "Check the data and training_loss for NaN/inf (log of 0, division by 0, an overflowing transform of a "
+        "hyperparameter) and lower the learning rate; if bad batches come in longer runs, raise "
+        f"max_consecutive_skipped_weight_steps={limit}."
+    )
 
 
 def clip_weight_gradients(

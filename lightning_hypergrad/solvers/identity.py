@@ -20,9 +20,10 @@ class Identity(IHVPSolver):
 
         x = x_0 + \alpha\,(b - H x_0)
 
-    With ``x_0 = 0`` (the default) this costs nothing beyond the gradients, and the hypergradient it gives
-    is that of differentiating through a single gradient step of size α (the "greedy", one-step lookahead
-    hypergradient). ``residual_norm`` is ``‖b − H x_0‖``, the residual before the step; ``status`` is
+    With ``x_0 = 0`` (the default) this costs nothing beyond the gradients. At a stationary point of the
+    training loss (``∂L_T/∂w = 0``) the hypergradient it gives is that of differentiating through a single
+    gradient step of size α (the "greedy", one-step lookahead hypergradient); elsewhere the two differ, since
+    that step moves the weights the validation loss is then evaluated at. ``residual_norm`` is ``‖b − H x_0‖``, the residual before the step; ``status`` is
     ``ITERATIONS_EXHAUSTED`` unless ``b`` or the warm start's product holds NaN or inf (``NON_FINITE``).
 
     Args:

@@ -26,8 +26,8 @@ def extreme_eigenvalues(hvp: HVP, start: Sequence[Tensor], steps: int) -> tuple[
     A breakdown (β ≈ 0: the start lies in an invariant subspace, e.g. on an eigenvector) ends the recurrence;
     the remaining steps repeat ``α_0``, the Rayleigh quotient of the start, which lies between the Ritz values
     already found, so both estimates stay inside the spectrum. Returns two 0-dim tensors on the vectors'
-    device; nothing waits for the host. Non-finite products (or a zero start) give NaN estimates, never an
-    exception.
+    device; nothing waits for the host. Non-finite products give NaN estimates, never an exception; a zero
+    start gives ``(0, 0)`` (the recurrence breaks down at once on ``H·0 = 0``).
     """
     start = tuple(start)
     norm = vectors.norm(start)

@@ -386,8 +386,9 @@ def test_average_is_applied_to_every_exchanged_vector(ridge: RidgeProblem) -> No
     features = ridge.features
     solver = Neumann(iterations=4, alpha="auto", lanczos_steps=3)
     result = hypergradient_with_solve(train_loss, val_loss, [weights], [log_decay], solver, average=average)
-    # validation gradient with direct term, 3 + 4 Hessian-vector products, the mixed term: K + 2 exchanges (+ Lanczos)
-    assert calls == [[(features,), (features,)]] + [[(features,)]] * 7 + [[(features,)]]
+    # the validation gradient with the direct term and the losses' two finiteness flags, 3 Lanczos + 4 series
+    # products, the mixed term: K + 2 exchanges (+ Lanczos), of which K + 1 (+ Lanczos) of weight size
+    assert calls == [[(features,), (features,), (2,)]] + [[(features,)]] * 7 + [[(features,)]]
     train_loss, val_loss, weights, log_decay = ridge.losses_at_minimizer()
     unaveraged = hypergradient_with_solve(train_loss, val_loss, [weights], [log_decay], solver)
     torch.testing.assert_close(result.hypergradients[0], unaveraged.hypergradients[0], rtol=1e-12, atol=0)
@@ -409,6 +410,20 @@ def test_neumann_equals_differentiating_through_unrolled_gradient_descent(ridge:
     solver = Identity(alpha) if iterations == 0 else Neumann(iterations, alpha)
     (implicit,) = hypergradient(train_loss, val_loss, [w], [hparam], solver)
     assert relative_error(implicit, unrolled) <= 1e-10
+
+
+def test_identity_equals_one_unrolled_step_only_at_a_stationary_point(ridge: RidgeProblem) -> None:
+    alpha = 0.2
+    for offset, agrees in ((0.0, True), (0.5, False)):
+        start = ridge.minimizer() + offset  # offset 0: w* itself, where ∂L_T/∂w = 0
+        log_decay = ridge.log_decay.clone().requires_grad_(True)
+        weights = start.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(ridge.train_loss(weights, log_decay), weights, create_graph=True)
+        (unrolled,) = torch.autograd.grad(ridge.val_loss(weights - alpha * gradient), log_decay)
+        weights = start.clone().requires_grad_(True)
+        losses = ridge.train_loss(weights, log_decay), ridge.val_loss(weights)
+        (implicit,) = hypergradient(*losses, [weights], [log_decay], Identity(alpha))
+        assert (relative_error(implicit, unrolled) <= 1e-10) is agrees, offset
 
 
 def test_a_solver_written_by_a_user_gets_b_as_a_sequence_and_the_exact_answer(ridge: RidgeProblem) -> None:

@@ -8,7 +8,13 @@ from torch import nn
 
 from lightning_hypergrad import hypergradient
 from lightning_hypergrad.data import IndexedDataset
-from lightning_hypergrad.hparams import ConcreteDropout, DistilledData, ExampleWeights, LearnedAugmentation
+from lightning_hypergrad.hparams import (
+    ConcreteDropout,
+    DistilledData,
+    ExampleWeights,
+    FeatureDecay,
+    LearnedAugmentation,
+)
 from lightning_hypergrad.solvers import Exact
 from tests.helpers import relative_error
 
@@ -152,3 +158,8 @@ def test_augmentation_must_keep_the_input_shape() -> None:
     augmentation = LearnedAugmentation(nn.Linear(4, 3), noise_channels=0)
     with pytest.raises(ValueError, match=r"The augmentation network returned \(2, 3\) for inputs \(2, 4\)"):
         augmentation(torch.ones(2, 4))
+
+
+def test_feature_decay_holds_a_scalar_or_one_log_coefficient_per_feature() -> None:
+    assert FeatureDecay(3, "global").log_coefficients.shape == ()
+    assert FeatureDecay(3, "per_feature").log_coefficients.shape == (3,)

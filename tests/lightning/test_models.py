@@ -154,6 +154,32 @@ def test_reentrant_gradient_checkpointing_is_refused_with_the_fix() -> None:
         tune(Checkpointed(use_reentrant=True).double(), HypergradientCallback(Identity()), data=double_vectors)
 
 
+class ScaledAndCheckpointed(DecayedRegression):
+    """The whole network reentrantly checkpointed on training inputs scaled by a hyperparameter: no derivative
+    taken with respect to the weights crosses the segment, so torch raises nothing, in weight steps or hypersteps."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)))
+        self.input_scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return checkpoint(self.network, inputs, use_reentrant=True).reshape(-1)
+
+    def training_loss(self, batch):
+        inputs, targets = batch
+        return super().training_loss((self.input_scale * inputs, targets))
+
+    def hyperparameters(self) -> list[nn.Parameter]:
+        return [self.log_decay, self.input_scale]
+
+
+def test_reentrant_checkpointing_that_torch_does_not_notice_is_refused_at_the_first_hyperstep() -> None:
+    callback = HypergradientCallback(Identity(), every_n_steps=2)
+    with pytest.raises(RuntimeError, match=r"use_reentrant=True.*Hessian-vector products.*use_reentrant=False"):
+        tune(ScaledAndCheckpointed(), callback, data=vectors)
+    assert callback.taken + callback.skipped == 0
+
+
 def test_non_reentrant_checkpointing_gives_the_hypergradient_without_checkpointing() -> None:
     torch.manual_seed(0)
     model = Checkpointed(use_reentrant=False).double()

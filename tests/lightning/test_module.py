@@ -98,6 +98,10 @@ def test_validation_loss_is_logged_for_checkpointing(tmp_path) -> None:
             {"accumulate_grad_batches": 0},
             r"accumulate_grad_batches=0\): accumulate_grad_batches must be an integer >= 1",
         ),
+        (
+            {"max_consecutive_skipped_weight_steps": -1},
+            r"max_consecutive_skipped_weight_steps=-1\): max_consecutive_skipped_weight_steps must be an integer >= 0",
+        ),
     ],
 )
 def test_bad_module_options_are_refused(options, message) -> None:

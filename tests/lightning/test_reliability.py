@@ -144,6 +144,45 @@ def test_a_fit_with_nan_injected_finishes_finite_and_counts_the_skips(fault: str
     assert f"at step {skipped['step']}" in message
 
 
+class NaNWeightSteps(TinyBilevel):
+    """TinyBilevel whose training loss is NaN in the weight steps listed (counted from 1), finite otherwise."""
+
+    def __init__(self, nan_steps: set[int], **options: Any) -> None:
+        super().__init__(**options)
+        self.nan_steps, self.calls = nan_steps, 0
+
+    def training_loss(self, batch: Any) -> Tensor:
+        self.calls += 1
+        loss = super().training_loss(batch)
+        return loss * math.nan if self.calls in self.nan_steps else loss
+
+
+def fit_quietly(model: TinyBilevel, **trainer_options: Any) -> L.Trainer:
+    trainer = make_trainer(**trainer_options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one "Skipped the weight step" per skip
+        trainer.fit(model, digits())
+    return trainer
+
+
+def test_a_training_loss_that_stays_nan_stops_the_fit_instead_of_skipping_forever() -> None:
+    model = NaNWeightSteps(set(range(1, 1000)), max_consecutive_skipped_weight_steps=3)
+    message = (
+        r"NaNWeightSteps: 4 weight steps in a row were skipped .*at step 0.*max_consecutive_skipped_weight_steps=3"
+    )
+    with pytest.raises(RuntimeError, match=message):
+        fit_quietly(model, max_steps=5, max_epochs=2)  # max_epochs only so that the code before the fix ends
+    assert model.skipped_weight_steps == 4 and model.trainer.global_step == 0
+    assert all_finite(model)
+
+
+def test_runs_of_skipped_weight_steps_up_to_the_limit_let_the_fit_finish() -> None:
+    model = NaNWeightSteps({1, 2, 3, 5, 6, 7}, max_consecutive_skipped_weight_steps=3)
+    trainer = fit_quietly(model, max_steps=4)
+    assert trainer.global_step == 4 and model.skipped_weight_steps == 6 and model.calls == 10
+    assert model.consecutive_skipped_weight_steps == 0
+
+
 def test_a_skipped_hyperstep_drops_the_warm_start() -> None:
     starts: list[bool] = []
 
@@ -240,8 +279,43 @@ def test_a_constant_validation_loss_warns_once_about_zero_hypergradients() -> No
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         make_trainer([callback], max_steps=8).fit(Constant(), digits())
-    zero = [w for w in caught if "hypergradient is exactly zero" in str(w.message)]
+    zero = [str(w.message) for w in caught if "hypergradient is exactly zero" in str(w.message)]
     assert len(zero) == 1 and callback.taken == 4
+    assert "Constant.validation_loss does not depend on the weights" in zero[0] and "saturated" not in zero[0]
+
+
+def zero_hypergradient_warnings(model: TinyBilevel, callback: HypergradientCallback) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer([callback], max_steps=6).fit(model, digits())
+    return [str(w.message) for w in caught if "hypergradient is exactly zero" in str(w.message)]
+
+
+def test_a_log_decay_driven_to_underflow_is_called_saturated_not_a_detached_loss() -> None:
+    # Adam(lr=1000): the first hyperstep moves log_decay from -3 to about -1003, where exp() is 0 in float32.
+    L.seed_everything(0, verbose=False)
+    model = TinyBilevel()
+    adam = functools.partial(torch.optim.Adam, lr=1000.0)
+    callback = HypergradientCallback(Neumann(iterations=3), every_n_steps=2, hyper_optimizer=adam)
+    (message,) = zero_hypergradient_warnings(model, callback)
+    first, second = callback.history[:2]
+    assert first["hypergradient_norm"] > 0 and second["hypergradient_norm"] == 0.0
+    assert f"although it was not at step {first['step']}" in message and "saturated or ran away" in message
+    at_warning = second["hyperparameters"]["log_decay"]["value"]  # the warning came after the second hyperstep
+    assert f"now log_decay={at_warning:.4g}" in message and at_warning < -1000
+    assert f"after the hyperstep at step {first['step']}: log_decay=" in message
+    assert "does not depend" not in message
+
+
+def test_a_log_decay_that_starts_underflowed_is_called_saturated_not_a_detached_loss() -> None:
+    L.seed_everything(0, verbose=False)
+    model = TinyBilevel()
+    with torch.no_grad():
+        model.log_decay.fill_(-1000.0)  # exp(-1000) is 0 in float32 from the start
+    callback = HypergradientCallback(Neumann(iterations=3), every_n_steps=2)
+    (message,) = zero_hypergradient_warnings(model, callback)
+    assert "although validation_loss depends on the weights" in message and "now log_decay=-1000" in message
+    assert "does not depend" not in message
 
 
 def test_reduce_lr_on_plateau_steps_with_the_hyperstep_validation_loss() -> None:

@@ -116,6 +116,20 @@ def test_a_warm_start_worse_than_zero_is_ignored(solver: IHVPSolver) -> None:
     torch.testing.assert_close(stale.solution[0], cold.solution[0], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("solver", [Identity(alpha=1.0), Neumann(iterations=5, alpha=1.0)], ids=["identity", "neumann"])
+def test_a_warm_start_with_a_small_residual_can_still_end_farther_from_the_solution(solver: IHVPSolver) -> None:
+    # The start's error lies along the eigenvalue 1e-4: its residual is 100x smaller than b's, so it is kept,
+    # and each of the K + 1 terms removes only a 1e-4 share of that error. The cold solve is exact here.
+    hessian = torch.diag(torch.tensor([1.0, 1e-4], dtype=torch.float64))
+    b = (torch.tensor([1.0, 0.0], dtype=torch.float64),)
+    cold = solver.solve(lambda v: (hessian @ v[0],), b)
+    warm = solver.solve(lambda v: (hessian @ v[0],), b, initial=(torch.tensor([1.0, 100.0], dtype=torch.float64),))
+    assert torch.equal(cold.solution[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
+    terms = 1 + (solver.iterations if isinstance(solver, Neumann) else 0)
+    expected = torch.tensor([1.0, 100.0 * (1 - 1e-4) ** terms], dtype=torch.float64)
+    torch.testing.assert_close(warm.solution[0], expected, rtol=1e-12, atol=0.0)
+
+
 def test_warm_start_must_match_b(solver: IHVPSolver) -> None:
     with pytest.raises(ValueError, match="initial must be shaped like b"):
         solver.solve(lambda v: v, (torch.ones(3),), initial=(torch.ones(4),))

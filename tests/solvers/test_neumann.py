@@ -142,6 +142,15 @@ def test_negative_curvature_shows_in_the_smallest_ritz_value() -> None:
     assert abs(float(smallest) + 0.5) < 1e-10 and abs(float(largest) - 3.0) < 1e-10
 
 
+def test_lanczos_from_a_zero_start_estimates_zero_and_auto_alpha_solves_to_zero() -> None:
+    hessian, _ = system()
+    zero = torch.zeros(hessian.shape[0], dtype=torch.float64)
+    smallest, largest = extreme_eigenvalues(lambda v: (hessian @ v[0],), (zero,), 3)
+    assert float(smallest) == float(largest) == 0.0  # not NaN: the recurrence breaks down at once
+    result = Neumann(iterations=3).solve(lambda v: (hessian @ v[0],), (zero,))
+    assert result.converged and result.alpha == 1.0 and torch.equal(result.solution[0], zero)
+
+
 def test_auto_alpha_refuses_a_hessian_that_vanishes_along_b() -> None:
     result = Neumann(iterations=3).solve(lambda v: (torch.zeros_like(v[0]),), (torch.ones(3, dtype=torch.float64),))
     assert result.status is SolveStatus.DIVERGED
