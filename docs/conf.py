@@ -38,7 +38,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Tensor|Vector|HVP|Path|Module|Optimizer|Callable|Sequence|Iterable|Iterator|Mapping|Any|Literal)"),
     (
         r"py:.*",
-        r"(OptimizerCallable|LRSchedulerCallable|ArgsType|Granularity|FeatureGranularity|Parametrization|LightningModule)",
+        r"(OptimizerCallable|LRSchedulerCallable|ArgsType|Granularity|FeatureGranularity|Parametrization|LightningModule|Restore)",
     ),
     (r"py:.*", r"(Trainer|Callback|LightningDataModule|LightningCLI|Dataset|DataLoader|Sampler|ReduceLROnPlateau)"),
     (r"py:.*", r"(nn\.Module|nn\.Parameter|LRScheduler|T_co|int|float|str|bool|None|dict|list|tuple|object)"),

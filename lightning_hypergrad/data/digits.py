@@ -95,7 +95,7 @@ class DigitsDataModule(LightningDataModule):
 
     With ``label_noise > 0`` that share of the TRAINING labels is flipped to a wrong class (validation and test
     stay clean); its ``flipped`` attribute marks them, and ``clean_train_targets`` keeps the true labels.
-    With ``class_imbalance > 1`` the TRAINING split is made long-tailed (:func:`imbalance_classes`: class 9 keeps
+    With ``class_imbalance > 1`` the TRAINING split is made long-tailed (:func:`~lightning_hypergrad.data.digits.imbalance_classes`: class 9 keeps
     a ``1/class_imbalance`` share of its examples, class 0 all); validation and test stay as drawn, about
     balanced, so a validation loss tuned on them asks for every class alike.
 

@@ -93,7 +93,7 @@ class Amortized(IHVPSolver):
 
     @property
     def last_start(self) -> str:
-        """How the latest solve started: ``"carried"``, ``"initial"`` or ``"cold: <why>"``."""
+        """The way the latest solve started, one of ``"carried"``, ``"initial"`` or ``"cold: <why>"``."""
         return self._carried.last_start
 
     @property

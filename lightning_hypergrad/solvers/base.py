@@ -38,7 +38,7 @@ class SolveStatus(str, enum.Enum):
     NEGATIVE_CURVATURE = "negative_curvature"
     """Conjugate gradient met ``pᵀHp ≤ 0`` (H is not positive definite there) and kept the iterate built before it."""
     NOT_RUN = "not_run"
-    """No solve ran: the caller had nothing to solve (a NaN or inf loss, in a hyperstep or given to
+    """Nothing was solved, because the caller had nothing to solve (a NaN or inf loss, in a hyperstep or given to
     ``hypergradient_with_solve``, or a hyperstep with no usable α); the solution is zeros, no product was spent
     and the residual is NaN. No solver returns it."""
 
