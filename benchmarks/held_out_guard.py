@@ -21,17 +21,11 @@ from pathlib import Path
 
 import torch
 import yaml
+from fit_overhead import QUIET  # the same quiet fit: no logger, checkpoints, bars or report
 
 from lightning_hypergrad.cli import HypergradCLI
 
 ROOT = Path(__file__).resolve().parent.parent
-QUIET = [
-    "--trainer.logger=false",
-    "--trainer.enable_checkpointing=false",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--report.enabled=false",
-]
 DEFAULT_CONFIGS = ["configs/breast_cancer_feature_decay.yaml", "configs/digits_weight_decay.yaml"]
 
 
