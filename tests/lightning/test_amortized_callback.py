@@ -13,6 +13,7 @@ import torch
 from lightning_hypergrad import HypergradientCallback
 from lightning_hypergrad.solvers import Amortized
 from tests.fixtures.make_callback_checkpoint import TinyRegression, loaders
+from tests.lightning_helpers import make_trainer
 
 
 def fit(
@@ -23,18 +24,7 @@ def fit(
     callback = HypergradientCallback(
         solver, hyper_optimizer=lambda params: torch.optim.Adam(params, lr=0.05), every_n_steps=2, warmup_steps=1
     )
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=100,
-        deterministic=True,
-        callbacks=[callback],
-    )
+    trainer = make_trainer([callback], max_epochs=max_epochs, check_val_every_n_epoch=100)
     train, validation = loaders()
     trainer.fit(model, train, validation, ckpt_path=ckpt_path)
     return model, callback, trainer

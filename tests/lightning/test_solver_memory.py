@@ -18,6 +18,7 @@ from lightning_hypergrad import BilevelLightningModule, HypergradientCallback
 from lightning_hypergrad.lightning.solver_memory import SolverMemory
 from lightning_hypergrad.solvers import ConjugateGradient, Neumann
 from tests.fixtures.make_callback_checkpoint import CHECKPOINT, TinyRegression, loaders, make_callback
+from tests.lightning_helpers import make_trainer
 
 
 class FinetunedRegression(BilevelLightningModule):
@@ -72,22 +73,6 @@ def data() -> tuple[DataLoader, DataLoader]:
     )
 
 
-def trainer_for(max_epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=100,  # validation only feeds hypersteps here
-        deterministic=True,
-        callbacks=callbacks,
-    )
-
-
 def finetune(
     max_epochs: int, warm_start: bool = True, ckpt_path: Path | None = None
 ) -> tuple[FinetunedRegression, HypergradientCallback, L.Trainer]:
@@ -95,7 +80,9 @@ def finetune(
     L.seed_everything(0, verbose=False)
     model = FinetunedRegression()
     callback = HypergradientCallback(WatchedCG(), every_n_steps=2, warm_start=warm_start)
-    trainer = trainer_for(max_epochs, [BackboneFinetuning(unfreeze_backbone_at_epoch=1), callback])
+    trainer = make_trainer(
+        [BackboneFinetuning(unfreeze_backbone_at_epoch=1), callback], max_epochs=max_epochs, check_val_every_n_epoch=100
+    )
     trainer.fit(model, *data(), ckpt_path=ckpt_path)
     return model, callback, trainer
 
@@ -169,7 +156,9 @@ def test_a_positional_warm_start_from_an_older_checkpoint_is_dropped_when_it_no_
     caplog.set_level(logging.INFO)
     L.seed_everything(0, verbose=False)
     callback = make_callback()
-    trainer_for(4, [callback]).fit(PartlyFrozenRegression(), *loaders(), ckpt_path=CHECKPOINT)
+    make_trainer([callback], max_epochs=4, check_val_every_n_epoch=100).fit(
+        PartlyFrozenRegression(), *loaders(), ckpt_path=CHECKPOINT
+    )
     assert callback.taken == 7 and callback.skipped == 0
     (note,) = notes(caplog)
     assert "warm start from an older checkpoint (4 parts, paired by position) does not fit the 2" in note
