@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 
@@ -18,7 +19,9 @@ class ResumableDataLoader(DataLoader):
     current pass already handed out; the next pass loads and drops that many first. The resumed run then sees the
     uninterrupted run's batches when each pass's order depends only on its epoch, as with
     :class:`~lightning_hypergrad.data.EpochShuffleSampler` (a ``RandomSampler`` without a generator of its own draws
-    its order from the global random state, which checkpoints do not hold).
+    its order from the global random state, which checkpoints do not hold). Starting a pass leaves the global
+    random state alone (a DataLoader's iterator draws its workers' base seed from it unless given a ``generator``),
+    so that dropout masks drawn from it continue as in the uninterrupted run when the callback restores it.
 
     Args:
         *args: the positional arguments of :class:`~torch.utils.data.DataLoader`.
@@ -43,7 +46,8 @@ class ResumableDataLoader(DataLoader):
 
     def _batches(self, skip: int) -> Iterator[Any]:
         # A generator: the pass (and its sampler's order) starts at the first draw, after Lightning's set_epoch.
-        batches = super().__iter__()
+        with torch.random.fork_rng(devices=[]):  # the base-seed draw must not move the global generator
+            batches = super().__iter__()
         for _ in range(skip):
             next(batches)
         for batch in batches:

@@ -122,6 +122,7 @@ class HypergradientCallback(Callback):
         self.last_applied_hypergradients: list[Tensor] | None = None
         self.history: list[dict[str, Any]] = []  # bounded: see the class docstring
         self.pending_state: dict[str, Any] | None = None  # from a checkpoint, until the optimizers exist
+        self.pending_random_state: dict[str, Any] | None = None  # from a checkpoint, until training starts
         self._influence_checked = self._zero_warned = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -142,6 +143,7 @@ class HypergradientCallback(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.batches.start(trainer, pl_module)
+        checkpoint.restore_random_state(self)
         averaging.keep_hyperparameters_out_of_averages(trainer, pl_module)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -5,7 +5,8 @@ The keys are stable: ``taken``, ``skipped``, ``last_step_seen``, the hyper batch
 in under ``reload_dataloaders_every_n_epochs``), ``warm_start_solution`` (weight name → tensor; a positional
 list in older checkpoints), ``solver_weights`` (the names and shapes of the weights the warm start and the solver's
 state belong to), ``history``, ``hyper_optimizer``, ``hyper_lr_scheduler``, ``solver`` and ``loss_scale`` (the
-hyperstep's own loss scale under ``16-mixed``). A key missing from an older checkpoint takes its default, and history entries in
+hyperstep's own loss scale under ``16-mixed``) and ``random_state`` (the generators', set again as the resumed fit
+starts training: :mod:`~lightning_hypergrad.lightning.random_state`). A key missing from an older checkpoint takes its default, and history entries in
 the older flat form are converted. The optimizers'
 state is applied at ``on_fit_start``, once they exist; the warm start is matched to the weights, and moved to their
 devices, at the next solve (:class:`~lightning_hypergrad.lightning.solver_memory.SolverMemory`).
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lightning_hypergrad.lightning import records, update
+from lightning_hypergrad.lightning import random_state, records, update
 
 if TYPE_CHECKING:
     from lightning_hypergrad.lightning.callback import HypergradientCallback
@@ -35,6 +36,7 @@ def callback_state(callback: HypergradientCallback) -> dict[str, Any]:
         "hyper_lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
         "solver": callback.solver.state_dict(),
         "loss_scale": callback.loss_scale.state_dict(),
+        "random_state": random_state.capture(),
     }
 
 
@@ -50,6 +52,7 @@ def load_callback_state(callback: HypergradientCallback, state: dict[str, Any]) 
     callback.loss_scale.load_state_dict(state.get("loss_scale", {}))
     callback.batches.load_state_dict(state)
     callback.pending_state = dict(state)
+    callback.pending_random_state = state.get("random_state")
 
 
 def restore_pending_state(callback: HypergradientCallback) -> None:
@@ -60,3 +63,9 @@ def restore_pending_state(callback: HypergradientCallback) -> None:
         return
     update.load_optimizer_state(callback.hyper_optimizer, callback.hyper_lr_scheduler, state)
     callback.pending_state = None
+
+
+def restore_random_state(callback: HypergradientCallback) -> None:
+    """At ``on_train_start`` of a resumed fit: the generators as the checkpoint left them (once)."""
+    random_state.restore(callback.pending_random_state)
+    callback.pending_random_state = None

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from lightning_hypergrad import HypergradientCallback
 from lightning_hypergrad.solvers import Identity, Neumann
+from lightning_hypergrad.tasks import DropoutClassifier
 from tests.fixtures.make_callback_checkpoint import (
     CHECKPOINT,
     FIXTURE_EPOCHS,
@@ -147,3 +148,39 @@ def test_the_solvers_state_travels_in_the_checkpoint_under_its_own_key(tmp_path)
     old = HypergradientCallback(RememberingIdentity())
     old.load_state_dict(callback_state(CHECKPOINT))  # no "solver" key: the solver keeps its fresh state
     assert old.solver.estimate == 0.0 and old.taken == 3
+
+
+def fit_dropout_digits(directory, ckpt_path=None, every_n_train_steps: int = 1) -> DropoutClassifier:
+    """Learned (concrete) dropout on digits: every weight step and hyperstep draws masks from the global generator."""
+    L.seed_everything(0, verbose=False)
+    model = DropoutClassifier(hidden=(32,), initial_rate=0.2)
+    callback = HypergradientCallback(Neumann(iterations=5), every_n_steps=5)
+    saving = ModelCheckpoint(directory, "{step}", every_n_train_steps=every_n_train_steps, save_top_k=-1)
+    trainer = make_trainer([callback, saving], max_epochs=2, enable_checkpointing=True)
+    trainer.fit(model, digits(hyper_batch_size=100), ckpt_path=ckpt_path)
+    return model
+
+
+# Step 17: epoch 0's last batch (the resumed fit starts a new pass); 20: within epoch 1, just after a hyperstep.
+@pytest.mark.parametrize("step", [17, 20])
+def test_a_fit_with_concrete_dropout_resumes_bit_exactly(step: int, tmp_path) -> None:
+    torch.set_num_threads(1)
+    straight = fit_dropout_digits(tmp_path / "straight")
+    resumed = fit_dropout_digits(tmp_path / "resumed", ckpt_path=tmp_path / "straight" / f"step={step}.ckpt")
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(actual, expected), name
+    assert not torch.allclose(straight.dropouts()[0].rate(), torch.tensor(0.2))  # the rates were tuned
+
+
+def test_without_the_saved_random_state_the_resumed_dropout_masks_differ(tmp_path) -> None:
+    """The check above can fail: the same resume from a checkpoint stripped of ``random_state`` leaves the
+    uninterrupted run (an older checkpoint resumes this way, without an error)."""
+    torch.set_num_threads(1)
+    straight = fit_dropout_digits(tmp_path / "straight", every_n_train_steps=20)
+    path = tmp_path / "straight" / "step=20.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    (key,) = [key for key in checkpoint["callbacks"] if "HypergradientCallback" in key]
+    del checkpoint["callbacks"][key]["random_state"]
+    torch.save(checkpoint, path)
+    resumed = fit_dropout_digits(tmp_path / "resumed", ckpt_path=path, every_n_train_steps=20)
+    assert not torch.equal(resumed.network[1].weight, straight.network[1].weight)
