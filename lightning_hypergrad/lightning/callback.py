@@ -20,6 +20,7 @@ from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.hypergradient import hypergradient_with_solve
 from lightning_hypergrad.lightning import averaging, checkpoint, contract, decision, distributed, records, update
 from lightning_hypergrad.lightning.batches import HyperBatches
+from lightning_hypergrad.lightning.curvature import warn_once_if_mostly_negative_curvature
 from lightning_hypergrad.lightning.decision import HyperstepResult
 from lightning_hypergrad.lightning.loss_scale import HyperstepLossScale, checked_loss_scale
 from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context
@@ -123,7 +124,7 @@ class HypergradientCallback(Callback):
         self.history: list[dict[str, Any]] = []  # bounded: see the class docstring
         self.pending_state: dict[str, Any] | None = None  # from a checkpoint, until the optimizers exist
         self.pending_random_state: dict[str, Any] | None = None  # from a checkpoint, until training starts
-        self._influence_checked = self._zero_warned = False
+        self._influence_checked = self._zero_warned = self._curvature_warned = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -185,6 +186,9 @@ class HypergradientCallback(Callback):
             rank_zero_warn(decision.skip_warning(trainer.global_step, reason, self.skipped))
         records.record_hyperstep(
             trainer, self, result, named, norm, applied=reason is None, learning_rate=learning_rate, limit=HISTORY_LIMIT
+        )
+        self._curvature_warned = self._curvature_warned or warn_once_if_mostly_negative_curvature(
+            self.history, self.damping
         )
         return reason is None
 
