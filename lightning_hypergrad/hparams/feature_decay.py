@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_hypergrad.arguments import check_choice, check_count, check_positive
+from lightning_hypergrad.hparams.weight_decay import log_spread
 
 FeatureGranularity = Literal["global", "per_feature"]
 
@@ -41,6 +42,10 @@ class FeatureDecay(nn.Module):
     def coefficients(self) -> Tensor:
         """The coefficients ``c``: a scalar, or one per feature."""
         return self.log_coefficients.exp()
+
+    def spread(self) -> Tensor:
+        """The variance of ``log c`` over the features (0 for ``"global"``): :func:`~lightning_hypergrad.hparams.weight_decay.log_spread`."""
+        return log_spread(self.log_coefficients.reshape(-1))
 
     def forward(self, weight: Tensor) -> Tensor:
         """The penalty ``½ Σ_j c_j Σ_k W_kj²`` for ``weight`` of shape ``(outputs, num_features)``."""

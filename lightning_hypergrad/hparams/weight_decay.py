@@ -64,6 +64,16 @@ class WeightDecay(nn.Module):
         transform = torch.exp if self.parametrization == "log" else nn.functional.softplus
         return [transform(raw) for raw in self.raw]
 
+    def log_coefficients(self) -> Tensor:
+        """``log c`` of every hyperparameter entry, flattened into one vector (one entry for ``"global"``)."""
+        if self.parametrization == "log":
+            return torch.cat([raw.reshape(-1) for raw in self.raw])
+        return torch.cat([nn.functional.softplus(raw).log().reshape(-1) for raw in self.raw])
+
+    def spread(self) -> Tensor:
+        """The variance of ``log c`` over the entries (0 for one coefficient): :func:`log_spread`."""
+        return log_spread(self.log_coefficients())
+
     def forward(self, weights: Sequence[Tensor]) -> Tensor:
         """The penalty ``½ Σ c w²`` over ``weights`` (same order and shapes as given at construction)."""
         if len(weights) != self.tensor_count:
@@ -72,3 +82,21 @@ class WeightDecay(nn.Module):
         if self.granularity == "global":
             coefficients = coefficients * self.tensor_count
         return 0.5 * sum((c * w.pow(2)).sum() for c, w in zip(coefficients, weights))
+
+
+def log_spread(log_coefficients: Tensor) -> Tensor:
+    r"""``mean_i (log c_i − mean_j log c_j)²``, the spread of coefficients around their geometric mean.
+
+    Added to the validation objective, ``κ`` times this is a Gaussian prior on ``log c`` centred on the shared
+    mean: it pulls many decays (per feature, per weight) towards one value without fixing that value, so the
+    hyperparameters fit less of the validation split's noise. It depends on λ only: a direct term of the
+    hypergradient, ``2κ (log c_i − mean log c) / n`` per entry (times ``d log c_i / dθ_i``).
+    """
+    return (log_coefficients - log_coefficients.mean()).pow(2).mean()
+
+
+def check_spread_penalty(owner: str, value: float) -> float:
+    """``value`` as a float when it is a finite number ``>= 0``; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{owner}(decay_spread_penalty={value!r}): decay_spread_penalty must be a finite number >= 0.")
+    return float(value)

@@ -7,13 +7,15 @@ from typing import Any
 from torch import Tensor, nn
 
 from lightning_hypergrad.hparams.feature_decay import FeatureDecay, FeatureGranularity
+from lightning_hypergrad.hparams.weight_decay import check_spread_penalty
 from lightning_hypergrad.tasks.classifier import ClassifierTask
 
 
 class FeatureDecayLogisticRegression(ClassifierTask):
     r"""Multinomial logistic regression ``softmax(W x + b)`` with a learned decay on each column of ``W``.
 
-    ``L_T = CE(train) + ½ Σ_j c_j ‖W_{:, j}‖²`` (the bias is not penalised) and ``L_V = CE(validation)``. The
+    ``L_T = CE(train) + ½ Σ_j c_j ‖W_{:, j}‖²`` (the bias is not penalised) and ``L_V = CE(validation)``
+    (plus ``κ · spread`` of the log coefficients when ``decay_spread_penalty`` κ > 0). The
     inner problem is strictly convex, so trained full-batch it has one minimiser and the implicit hypergradient
     is exact up to the solver (``ConjugateGradient`` converges in at most as many products as weights).
 
@@ -28,6 +30,9 @@ class FeatureDecayLogisticRegression(ClassifierTask):
         decay_granularity: ``"per_feature"`` (one coefficient per input feature) or ``"global"``.
         initial_decay: every coefficient's starting value.
         learning_rate: the default Adam's learning rate (full-batch training takes large steps).
+        decay_spread_penalty: κ ``>= 0``, the weight of a prior pulling the per-feature coefficients towards their
+            geometric mean (:func:`~lightning_hypergrad.hparams.weight_decay.log_spread`) in the validation
+            objective; validation metrics never include it.
         **kwargs: ``optimizer``, clipping and accumulation: see :class:`ClassifierTask`.
     """
 
@@ -38,15 +43,22 @@ class FeatureDecayLogisticRegression(ClassifierTask):
         decay_granularity: FeatureGranularity = "per_feature",
         initial_decay: float = 1e-2,
         learning_rate: float = 0.05,
+        decay_spread_penalty: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(nn.Linear(in_features, num_classes), num_classes, learning_rate=learning_rate, **kwargs)
+        self.decay_spread_penalty = check_spread_penalty(type(self).__name__, decay_spread_penalty)
         self.feature_decay = FeatureDecay(in_features, decay_granularity, initial_decay)
 
     def training_loss(self, batch: Any) -> Tensor:
         """Cross-entropy plus the per-feature decay penalty on the linear weights."""
         inputs, targets = batch
         return nn.functional.cross_entropy(self(inputs), targets) + self.feature_decay(self.network.weight)
+
+    def validation_loss(self, batch: Any) -> Tensor:
+        """``L_V``: mean cross-entropy, plus ``κ · spread`` of the log coefficients when κ > 0."""
+        loss = super().validation_loss(batch)
+        return loss + self.decay_spread_penalty * self.feature_decay.spread() if self.decay_spread_penalty else loss
 
     def hyperparameters(self) -> list[nn.Parameter]:
         """The log decay coefficients, one per input feature (or one)."""
