@@ -5,7 +5,8 @@ The keys are stable: ``taken``, ``skipped``, ``last_step_seen``, the hyper batch
 in under ``reload_dataloaders_every_n_epochs``), ``warm_start_solution`` (weight name → tensor; a positional
 list in older checkpoints), ``solver_weights`` (the names and shapes of the weights the warm start and the solver's
 state belong to), ``history``, ``hyper_optimizer``, ``hyper_lr_scheduler``, ``solver`` and ``loss_scale`` (the
-hyperstep's own loss scale under ``16-mixed``). A key missing from an older checkpoint takes its default, and history entries in
+hyperstep's own loss scale under ``16-mixed``). The hyper optimizer's state of
+sharded (FSDP2) hyperparameters is saved whole, the same on every process, and sharded again when loaded. A key missing from an older checkpoint takes its default, and history entries in
 the older flat form are converted. The optimizers'
 state is applied at ``on_fit_start``, once they exist; the warm start is matched to the weights, and moved to their
 devices, at the next solve (:class:`~lightning_hypergrad.lightning.solver_memory.SolverMemory`).
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lightning_hypergrad.lightning import records, update
+from lightning_hypergrad.lightning import records, sharding, update
 
 if TYPE_CHECKING:
     from lightning_hypergrad.lightning.callback import HypergradientCallback
@@ -31,7 +32,7 @@ def callback_state(callback: HypergradientCallback) -> dict[str, Any]:
         **callback.batches.state_dict(),
         **callback.solver_memory.state_dict(),
         "history": callback.history,
-        "hyper_optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "hyper_optimizer": sharding.full_state(optimizer.state_dict()) if optimizer is not None else None,
         "hyper_lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
         "solver": callback.solver.state_dict(),
         "loss_scale": callback.loss_scale.state_dict(),
@@ -50,6 +51,8 @@ def load_callback_state(callback: HypergradientCallback, state: dict[str, Any]) 
     callback.loss_scale.load_state_dict(state.get("loss_scale", {}))
     callback.batches.load_state_dict(state)
     callback.pending_state = dict(state)
+    if callback.hyper_optimizer is not None:  # ModelParallelStrategy restores callbacks after on_fit_start
+        restore_pending_state(callback)
 
 
 def restore_pending_state(callback: HypergradientCallback) -> None:

@@ -32,7 +32,9 @@ class StepGuard:
 
     def check(self, after: str) -> str | None:
         """None if every hyperparameter is finite; else restore the snapshot and return the reason."""
-        finite = torch.stack([torch.isfinite(sharding.full(parameter.detach())).all() for _, parameter in self.named]).tolist()
+        finite = torch.stack(
+            [torch.isfinite(sharding.full(parameter.detach())).all() for _, parameter in self.named]
+        ).tolist()
         bad = [name for (name, _), ok in zip(self.named, finite) if not ok]  # one host sync for all of them
         if not bad:
             return None

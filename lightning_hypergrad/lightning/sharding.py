@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import torch
 
 from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule
@@ -68,6 +71,29 @@ def like_parameter(value: Tensor, parameter: Tensor) -> Tensor:
     if isinstance(parameter, DTensor):
         return distribute_tensor(value, parameter.device_mesh, parameter.placements, src_data_rank=None)
     return value
+
+
+def full_state(state: Any) -> Any:
+    """An optimizer ``state_dict`` with every ``DTensor`` made whole (:func:`full`): a checkpoint that rank 0 alone
+    writes, as ModelParallelStrategy writes the callbacks' state, then holds every process's shard."""
+    if isinstance(state, Tensor):
+        return full(state)
+    if isinstance(state, dict):
+        return {key: full_state(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(full_state(value) for value in state)
+    return state
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """After loading :func:`full_state`'s state: each whole tensor of a sharded parameter's state (its moments)
+    laid out as that parameter is (:func:`like_parameter`)."""
+    for parameter, values in optimizer.state.items():
+        if not isinstance(parameter, DTensor):
+            continue
+        for key, value in values.items():
+            if isinstance(value, Tensor) and not isinstance(value, DTensor) and value.shape == parameter.shape:
+                values[key] = like_parameter(value, parameter)
 
 
 def check_strategy(strategy: object) -> None:

@@ -150,6 +150,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, state
     """Restore the hyper optimizer and scheduler from a callback checkpoint (keys missing in old ones are skipped)."""
     if state.get("hyper_optimizer") is not None:
         optimizer.load_state_dict(state["hyper_optimizer"])
+        sharding.shard_optimizer_state(optimizer)
     if scheduler is not None and state.get("hyper_lr_scheduler") is not None:
         scheduler.load_state_dict(state["hyper_lr_scheduler"])
 

@@ -84,12 +84,16 @@ class FirstHyperstep(HypergradientCallback):
         return result
 
 
-def fit(strategy: str, sync: str, steps: int = 6, **callback_options: Any) -> tuple[L.Trainer, FirstHyperstep]:
+def fit(
+    strategy: str, sync: str, steps: int = 6, ckpt_path: str | None = None, **callback_options: Any
+) -> tuple[L.Trainer, FirstHyperstep]:
     """A short fit on this process's share (two processes), under ``"model_parallel"`` or ``"ddp"``."""
     options = {"solver": Neumann(iterations=5, alpha=0.05), "every_n_steps": 2, "sync": sync, "check_sync": True}
     options.setdefault("hyper_optimizer", functools.partial(torch.optim.SGD, lr=0.1))
     callback = FirstHyperstep(**{**options, **callback_options})
-    chosen = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if strategy == "model_parallel" else "ddp"
+    chosen = (
+        ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if strategy == "model_parallel" else "ddp"
+    )
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
@@ -105,7 +109,7 @@ def fit(strategy: str, sync: str, steps: int = 6, **callback_options: Any) -> tu
         default_root_dir=os.environ.get("SHARDED_TEST_DIR"),
     )
     loaders = DataLoader(data(64, 1), batch_size=8), DataLoader(data(32, 2), batch_size=8)
-    trainer.fit(ShardedRegression(), *loaders)
+    trainer.fit(ShardedRegression(), *loaders, ckpt_path=ckpt_path)
     return trainer, callback
 
 
