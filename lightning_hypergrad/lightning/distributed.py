@@ -71,8 +71,8 @@ def identical_across_processes(tensors: Sequence[Tensor]) -> bool:
 
 
 def check_strategy(strategy: object) -> None:
-    """Refuse strategies a hyperstep cannot run under (:func:`~lightning_hypergrad.lightning.sharding.check_strategy`)."""
-    sharding.check_strategy(strategy)
+    """Refuse strategies a hyperstep cannot run under (:func:`~lightning_hypergrad.lightning.sharding.refuse_unsupported_strategy`)."""
+    sharding.refuse_unsupported_strategy(strategy)
 
 
 def product_averaging(sync: str) -> Callable[[Sequence[Tensor]], Sequence[Tensor]] | None:

@@ -95,7 +95,7 @@ def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
                 values[key] = like_parameter(value, parameter)
 
 
-def check_strategy(strategy: object) -> None:
+def refuse_unsupported_strategy(strategy: object) -> None:
     """Refuse the strategies a hyperstep cannot run exactly under: FSDP1 (``FSDPStrategy``) and DeepSpeed."""
     name = type(strategy).__name__
     if "DeepSpeed" in name or ("FSDP" in name and "ModelParallel" not in name):
