@@ -28,8 +28,9 @@ class ShardedRegression(BilevelLightningModule):
     hyperparameters); the penalty is taken in ``forward`` because FSDP2 unshards a module's weights only there.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_hyperparameters_out: bool = False) -> None:
         super().__init__()
+        self.keep_hyperparameters_out = keep_hyperparameters_out
         generator = torch.Generator().manual_seed(0)
         self.hidden = nn.Linear(FEATURES, 8, dtype=torch.float64)
         self.out = nn.Linear(8, 1, dtype=torch.float64)
@@ -43,7 +44,8 @@ class ShardedRegression(BilevelLightningModule):
         if isinstance(self.trainer.strategy, ModelParallelStrategy):
             mesh = self.device_mesh["data_parallel"]
             fully_shard(self.hidden, mesh=mesh)
-            fully_shard(self, mesh=mesh)
+            ignored = set(self.hyperparameters()) if self.keep_hyperparameters_out else None
+            fully_shard(self, mesh=mesh, ignored_params=ignored)
 
     def forward(self, inputs: Tensor, targets: Tensor, penalty: bool) -> Tensor:
         predictions = self.out(torch.tanh(self.hidden(inputs * self.log_scale.exp()))).squeeze(-1)
@@ -85,7 +87,12 @@ class FirstHyperstep(HypergradientCallback):
 
 
 def fit(
-    strategy: str, sync: str, steps: int = 6, ckpt_path: str | None = None, **callback_options: Any
+    strategy: str,
+    sync: str,
+    steps: int = 6,
+    ckpt_path: str | None = None,
+    keep_hyperparameters_out: bool = False,
+    **callback_options: Any,
 ) -> tuple[L.Trainer, FirstHyperstep]:
     """A short fit on this process's share (two processes), under ``"model_parallel"`` or ``"ddp"``."""
     options = {"solver": Neumann(iterations=5, alpha=0.05), "every_n_steps": 2, "sync": sync, "check_sync": True}
@@ -109,7 +116,7 @@ def fit(
         default_root_dir=os.environ.get("SHARDED_TEST_DIR"),
     )
     loaders = DataLoader(data(64, 1), batch_size=8), DataLoader(data(32, 2), batch_size=8)
-    trainer.fit(ShardedRegression(), *loaders, ckpt_path=ckpt_path)
+    trainer.fit(ShardedRegression(keep_hyperparameters_out), *loaders, ckpt_path=ckpt_path)
     return trainer, callback
 
 

@@ -89,6 +89,12 @@ def worker(rank: int, port: int, directory: str) -> None:
                 "taken": callback.taken,
                 "sharded": all(isinstance(p, DTensor) for p in trainer.lightning_module.parameters()),
             }
+    trainer, _ = fit("model_parallel", "hvp", keep_hyperparameters_out=True)
+    module = trainer.lightning_module
+    results["ignored"] = {
+        "lambda": full_hyperparameters(module),
+        "plain": [type(parameter) for parameter in module.hyperparameters()],
+    }
     results["fault"] = fault_run(directory)
     results["checkpoint"] = checkpoint_run(directory)
     torch.save(results, f"{directory}/rank{rank}.pt")
@@ -131,6 +137,13 @@ def test_sharded_fit_gives_the_lambda_of_the_ddp_fit_on_every_process(per_rank, 
         per_rank[0]["model_parallel", sync]["lambda"], per_rank[1]["model_parallel", sync]["lambda"]
     ):
         assert torch.equal(mine, theirs)
+
+
+def test_hyperparameters_kept_out_of_fully_shard_give_the_same_lambda(per_rank) -> None:
+    for results in per_rank:
+        assert results["ignored"]["plain"] == [torch.nn.Parameter] * 2  # not DTensors: ignored_params kept them
+        for mine, theirs in zip(results["ignored"]["lambda"], results["ddp", "hvp"]["lambda"]):
+            assert relative_error(mine, theirs) <= 1e-6
 
 
 def test_a_nan_product_under_fsdp_is_skipped_on_every_process_and_leaves_parameters_sharded(per_rank) -> None:
