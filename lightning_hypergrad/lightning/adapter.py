@@ -170,3 +170,25 @@ def averaged_copies(trainer: Trainer) -> list[nn.Module]:
             average = callback._average_model
             copies.append(average.module if isinstance(average, AveragedModel) else average)
     return copies
+
+
+FSDP_GROUP_SETTINGS = ("post_forward_mesh_info", "reshard_after_backward", "reduce_grads", "all_reduce_grads")
+
+
+def fsdp_settings(module: nn.Module) -> dict[str, Any]:
+    """What ``set_reshard_after_forward`` / ``set_reshard_after_backward`` / ``set_requires_gradient_sync``
+    (``recurse=False``) change on an FSDP2 module (``fully_shard``), to put back afterwards: torch 2.14 has setters
+    but no getters. They live on the module's FSDP state (``_get_fsdp_state()``: ``_auto_reshard_after_forward``)
+    and on each of its parameter groups (``_fsdp_param_groups``: the attributes in ``FSDP_GROUP_SETTINGS``)."""
+    state = module._get_fsdp_state()  # type: ignore[operator]
+    groups = [{name: getattr(group, name) for name in FSDP_GROUP_SETTINGS} for group in state._fsdp_param_groups]
+    return {"auto_reshard_after_forward": state._auto_reshard_after_forward, "groups": groups}
+
+
+def restore_fsdp_settings(module: nn.Module, settings: dict[str, Any]) -> None:
+    """Put back what :func:`fsdp_settings` read."""
+    state = module._get_fsdp_state()  # type: ignore[operator]
+    state._auto_reshard_after_forward = settings["auto_reshard_after_forward"]
+    for group, values in zip(state._fsdp_param_groups, settings["groups"]):
+        for name, value in values.items():
+            setattr(group, name, value)

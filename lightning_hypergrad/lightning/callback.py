@@ -208,8 +208,8 @@ class HypergradientCallback(Callback):
     def _attempt(
         self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any, scale: float
     ) -> HyperstepResult:
-        named = module.named_hyperparameters()
         with hyperstep_context(module):
+            named = module.named_hyperparameters()  # inside: the full parameters of a sharded module
             train_loss, validation_loss = evaluate_losses(
                 module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode
             )

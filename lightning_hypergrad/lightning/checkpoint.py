@@ -6,7 +6,8 @@ in under ``reload_dataloaders_every_n_epochs``), ``warm_start_solution`` (weight
 list in older checkpoints), ``solver_weights`` (the names and shapes of the weights the warm start and the solver's
 state belong to), ``history``, ``hyper_optimizer``, ``hyper_lr_scheduler``, ``solver`` and ``loss_scale`` (the
 hyperstep's own loss scale under ``16-mixed``) and ``random_state`` (the generators', set again as the resumed fit
-starts training: :mod:`~lightning_hypergrad.lightning.random_state`). A key missing from an older checkpoint takes its default, and history entries in
+starts training: :mod:`~lightning_hypergrad.lightning.random_state`). The hyper optimizer's state of
+sharded (FSDP2) hyperparameters is saved whole, the same on every process, and sharded again when loaded. A key missing from an older checkpoint takes its default, and history entries in
 the older flat form are converted. The optimizers'
 state is applied at ``on_fit_start``, once they exist; the warm start is matched to the weights, and moved to their
 devices, at the next solve (:class:`~lightning_hypergrad.lightning.solver_memory.SolverMemory`).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lightning_hypergrad.lightning import random_state, records, update
+from lightning_hypergrad.lightning import random_state, records, sharding, update
 
 if TYPE_CHECKING:
     from lightning_hypergrad.lightning.callback import HypergradientCallback
@@ -32,7 +33,7 @@ def callback_state(callback: HypergradientCallback) -> dict[str, Any]:
         **callback.batches.state_dict(),
         **callback.solver_memory.state_dict(),
         "history": callback.history,
-        "hyper_optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "hyper_optimizer": sharding.full_state(optimizer.state_dict()) if optimizer is not None else None,
         "hyper_lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
         "solver": callback.solver.state_dict(),
         "loss_scale": callback.loss_scale.state_dict(),
@@ -53,6 +54,8 @@ def load_callback_state(callback: HypergradientCallback, state: dict[str, Any]) 
     callback.batches.load_state_dict(state)
     callback.pending_state = dict(state)
     callback.pending_random_state = state.get("random_state")
+    if callback.hyper_optimizer is not None:  # ModelParallelStrategy restores callbacks after on_fit_start
+        restore_pending_state(callback)
 
 
 def restore_pending_state(callback: HypergradientCallback) -> None:

@@ -8,10 +8,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
 from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.vectors import Vector
+from lightning_hypergrad.lightning import sharding
 
 
 def world_size() -> int:
@@ -45,11 +47,14 @@ def any_process(flags: Sequence[bool], device: torch.device) -> list[bool]:
 
 
 def broadcast_(tensors: Sequence[Tensor], source: int = 0) -> None:
-    """Overwrite ``tensors`` in place with rank ``source``'s values."""
+    """Overwrite ``tensors`` in place with rank ``source``'s values; sharded ``DTensor`` s (each process holds its
+    own shard) are left alone."""
     if world_size() == 1:
         return
     with torch.no_grad():
         for tensor in tensors:
+            if isinstance(tensor, DTensor):
+                continue
             dist.broadcast(tensor.data, src=source)
 
 
@@ -57,6 +62,7 @@ def identical_across_processes(tensors: Sequence[Tensor]) -> bool:
     """Whether every process holds the same values: compares a float64 fingerprint with one all-reduce."""
     if world_size() == 1:
         return True
+    tensors = [sharding.full(tensor) for tensor in tensors]
     weights = [torch.arange(1, t.numel() + 1, device=t.device, dtype=torch.float64) for t in tensors]
     fingerprint = sum((t.detach().reshape(-1).double() * w).sum() for t, w in zip(tensors, weights))
     extremes = torch.stack([fingerprint, -fingerprint])  # max and −min in one reduction
@@ -65,13 +71,8 @@ def identical_across_processes(tensors: Sequence[Tensor]) -> bool:
 
 
 def check_strategy(strategy: object) -> None:
-    """Refuse strategies that shard the weights: Hessian-vector products need every weight on every process."""
-    name = type(strategy).__name__
-    if "FSDP" in name or "DeepSpeed" in name or "ModelParallel" in name:
-        raise ValueError(
-            f"HypergradientCallback does not support the {name} strategy: Hessian-vector products need the "
-            "full, unsharded weights. Supported strategies: single device (auto) and the DDP family."
-        )
+    """Refuse strategies a hyperstep cannot run under (:func:`~lightning_hypergrad.lightning.sharding.refuse_unsupported_strategy`)."""
+    sharding.refuse_unsupported_strategy(strategy)
 
 
 def product_averaging(sync: str) -> Callable[[Sequence[Tensor]], Sequence[Tensor]] | None:

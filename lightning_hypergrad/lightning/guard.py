@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_hypergrad.lightning import sharding
+
 
 class StepGuard:
     """Snapshot of λ and the hyper optimizer's (and scheduler's) state, to restore if a step makes λ non-finite.
@@ -30,7 +32,9 @@ class StepGuard:
 
     def check(self, after: str) -> str | None:
         """None if every hyperparameter is finite; else restore the snapshot and return the reason."""
-        finite = torch.stack([torch.isfinite(parameter.detach()).all() for _, parameter in self.named]).tolist()
+        finite = torch.stack(
+            [torch.isfinite(sharding.full(parameter.detach())).all() for _, parameter in self.named]
+        ).tolist()
         bad = [name for (name, _), ok in zip(self.named, finite) if not ok]  # one host sync for all of them
         if not bad:
             return None

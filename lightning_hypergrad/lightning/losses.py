@@ -11,6 +11,8 @@ from lightning.pytorch.plugins import Precision
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from lightning_hypergrad.lightning import sharding
+
 
 @contextmanager
 def preserved_module_state(module: nn.Module) -> Iterator[None]:
@@ -37,9 +39,11 @@ def hyperstep_context(module: nn.Module) -> Iterator[None]:
     """What the whole hyperstep (losses, solve, mixed term) runs inside.
 
     :func:`preserved_module_state`, plus :func:`twice_differentiable_kernels`: the forward passes of a
-    hyperstep must build graphs that can be differentiated twice, which the fast kernels weight steps use are not.
+    hyperstep must build graphs that can be differentiated twice, which the fast kernels weight steps use are not;
+    FSDP2 modules are unsharded throughout (:func:`~lightning_hypergrad.lightning.sharding.unsharded`).
     """
     with ExitStack() as stack:
+        stack.enter_context(sharding.unsharded(module))
         stack.enter_context(preserved_module_state(module))
         stack.enter_context(twice_differentiable_kernels(module))
         yield

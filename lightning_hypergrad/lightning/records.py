@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from lightning_hypergrad.engine.hypergradient import HypergradientResult
-from lightning_hypergrad.lightning import adapter
+from lightning_hypergrad.lightning import adapter, sharding
 from lightning_hypergrad.lightning.decision import HyperstepResult
 from lightning_hypergrad.solvers.base import SolveStatus
 
@@ -100,7 +100,7 @@ def summarize_hyperparameters(named: Sequence[tuple[str, Tensor]]) -> dict[str, 
     """Per name, ``{"value": v}`` for one-element tensors, else ``{"mean", "std", "min", "max"}`` (raw values)."""
     summary: dict[str, dict[str, float]] = {}
     for name, parameter in named:
-        values = parameter.detach().float()
+        values = sharding.full(parameter.detach()).float()
         if values.numel() == 1:
             summary[name] = {"value": float(values)}
             continue

@@ -12,7 +12,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.engine.vectors import Vector
-from lightning_hypergrad.lightning import distributed
+from lightning_hypergrad.lightning import distributed, sharding
 from lightning_hypergrad.lightning.guard import StepGuard
 from lightning_hypergrad.solvers import Amortized, IHVPSolver
 
@@ -105,7 +105,7 @@ def apply_hypergradients(
     named = module.named_hyperparameters() if named is None else named
     guard = StepGuard(named, optimizer, scheduler)
     for (_, parameter), gradient in zip(named, hypergradients):
-        parameter.grad = gradient.to(parameter.dtype)
+        parameter.grad = sharding.like_parameter(gradient, parameter)  # a DTensor's shard where λ is sharded
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     undone = guard.check(after="optimizer")
@@ -150,6 +150,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, state
     """Restore the hyper optimizer and scheduler from a callback checkpoint (keys missing in old ones are skipped)."""
     if state.get("hyper_optimizer") is not None:
         optimizer.load_state_dict(state["hyper_optimizer"])
+        sharding.shard_optimizer_state(optimizer)
     if scheduler is not None and state.get("hyper_lr_scheduler") is not None:
         scheduler.load_state_dict(state["hyper_lr_scheduler"])
 

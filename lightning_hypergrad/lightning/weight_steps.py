@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from lightning_hypergrad.lightning import adapter
+from lightning_hypergrad.lightning import adapter, sharding
 
 DEFAULT_PLATEAU_MONITOR = "validation_loss"
 # Per module: id(ReduceLROnPlateau) -> (monitor or None, strict), read from configure_optimizers' output, since
@@ -48,9 +48,18 @@ def recomputing_batch_norm(trainer: Trainer) -> bool:
 
 
 def backward_weights(module: LightningModule, loss: Tensor, weights: list[Any]) -> None:
-    """``manual_backward`` into the weights only; explains the one failure users meet: reentrant checkpointing."""
+    """``manual_backward`` into the weights only; explains the one failure users meet: reentrant checkpointing.
+
+    Under FSDP2 the graph's leaves are the unsharded parameters, not the sharded ones ``weights`` holds, and FSDP2's
+    own hooks reduce-scatter their gradients: backward runs into every parameter and the hyperparameters' sharded
+    gradients are dropped afterwards (they are the hyper optimizer's, which overwrites them).
+    """
+    sharded = bool(sharding.fsdp_modules(module))
     try:
-        module.manual_backward(loss, inputs=weights)
+        module.manual_backward(loss, inputs=None if sharded else weights)
+        if sharded:
+            for parameter in module.hyperparameters():
+                parameter.grad = None
     except RuntimeError as error:
         if "use_reentrant" not in str(error):
             raise
