@@ -113,6 +113,8 @@ def test_unfreezing_a_backbone_mid_fit_starts_the_next_solve_cold(warm_start: bo
         ]
 
 
+# CG on this MLP stops at negative curvature on most solves, which the callback rightly warns about; not the subject.
+@pytest.mark.filterwarnings("ignore:The solver stopped at negative curvature")
 def test_a_checkpoint_written_before_the_unfreezing_resumes_exactly(tmp_path, caplog) -> None:
     torch.set_num_threads(1)
     straight_model, straight, _ = finetune(3)
