@@ -71,7 +71,7 @@ class WeightDecay(nn.Module):
         return torch.cat([nn.functional.softplus(raw).log().reshape(-1) for raw in self.raw])
 
     def spread(self) -> Tensor:
-        """The variance of ``log c`` over the entries (0 for one coefficient): :func:`log_spread`."""
+        """The variance of ``log c`` over the entries (0 for one coefficient): :func:`~lightning_hypergrad.hparams.weight_decay.log_spread`."""
         return log_spread(self.log_coefficients())
 
     def forward(self, weights: Sequence[Tensor]) -> Tensor:

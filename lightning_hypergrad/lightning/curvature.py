@@ -28,7 +28,7 @@ def negative_curvature_share(history: Sequence[dict[str, Any]]) -> tuple[int, in
 
 
 def warn_once_if_mostly_negative_curvature(history: Sequence[dict[str, Any]], damping: float) -> bool:
-    """Warn when at least half of at least :data:`MIN_HYPERSTEPS` solves stopped at negative curvature; returns
+    """Warn when at least half of at least ``MIN_HYPERSTEPS`` (5) solves stopped at negative curvature; returns
     True when it warned (once per fit is enough)."""
     stopped, ran = negative_curvature_share(history)
     if ran < MIN_HYPERSTEPS or 2 * stopped < ran:
