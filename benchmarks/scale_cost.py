@@ -38,6 +38,13 @@ VARIANTS: dict[str, Callable[[], HypergradientCallback] | None] = {
     "Amortized(2), every 20": lambda: HypergradientCallback(Amortized(2), every_n_steps=20),
     "Amortized(3), every 20": lambda: HypergradientCallback(Amortized(3), every_n_steps=20),
     "Amortized(2), every 10, last layers only": lambda: HypergradientCallback(Amortized(2)),
+    "defaults, reuse_training_graph": lambda: HypergradientCallback(reuse_training_graph=True),
+    "Amortized(2), every 20, reuse_training_graph": lambda: HypergradientCallback(
+        Amortized(2), every_n_steps=20, reuse_training_graph=True
+    ),
+    "Amortized(2), every 10, last layers only, reuse_training_graph": lambda: HypergradientCallback(
+        Amortized(2), reuse_training_graph=True
+    ),
     "Identity(), every 10": lambda: HypergradientCallback(Identity()),
 }
 names_of = {factory: name for name, factory in VARIANTS.items() if factory is not None}
@@ -59,12 +66,14 @@ class Referenced(HypergradientCallback):
         self.__dict__.update(wrapped.__dict__)
         self.reference_iterations, self.found = iterations, []
 
-    def compute_hypergradient(self, trainer, module, train_batch, validation_batch):
-        result = super().compute_hypergradient(trainer, module, train_batch, validation_batch)
+    def compute_hypergradient(self, trainer, module, train_batch, validation_batch, graph=None):
+        result = super().compute_hypergradient(trainer, module, train_batch, validation_batch, graph=graph)
         named = module.named_hyperparameters()
         with hyperstep_context(module):
             losses = list(
-                evaluate_losses(module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode)
+                evaluate_losses(
+                    module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode, graph
+                )
             )
             reference = hypergradient_with_solve(
                 losses.pop(0),
@@ -128,11 +137,11 @@ def cost(problem: str, names: list[str], steps: int, repeats: int, device: str, 
     plain = statistics.median(seconds["plain (no callback)"])
     clock = "wall" if device == "cuda" else "CPU"
     print(f"\n{problem}: plain fit {plain:.1f} s {clock} ({steps} steps, median of {repeats}, interleaved, 1 thread)")
-    print(f"{'variant':<54} {'× plain':>8} {'range':>12} {'products':>9}")
+    print(f"{'variant':<62} {'× plain':>8} {'range':>12} {'products':>9}")
     for name in names:
         low, high = min(seconds[name]) / plain, max(seconds[name]) / plain
         count = products.get(name, 0)
-        print(f"{name:<54} {statistics.median(seconds[name]) / plain:8.2f} {low:5.2f}–{high:<5.2f} {count:9d}")
+        print(f"{name:<62} {statistics.median(seconds[name]) / plain:8.2f} {low:5.2f}–{high:<5.2f} {count:9d}")
 
 
 def cosines(problem: str, names: list[str], steps: int, device: str, iterations: int, damping: float) -> None:
@@ -140,13 +149,13 @@ def cosines(problem: str, names: list[str], steps: int, device: str, iterations:
         f"\n{problem}: cosine to ConjugateGradient({iterations}, rtol=1e-4) at the same weights, per hyperstep, "
         f"damping {damping:g} for all"
     )
-    print(f"{'variant':<54} {'step':>5} {'products':>9} {'cosine':>8} {'ref. residual/‖v‖':>18} {'ref. status':>20}")
+    print(f"{'variant':<62} {'step':>5} {'products':>9} {'cosine':>8} {'ref. residual/‖v‖':>18} {'ref. status':>20}")
     for name in names:
         if VARIANTS[name] is None:
             continue
         _, callback = fit(problem, VARIANTS[name], steps, device, reference=iterations, damping=damping)
         for step, cosine, relative, status, count in callback.found:
-            print(f"{name:<54} {step:5d} {count:9d} {cosine:8.4f} {relative:18.3g} {status:>20}")
+            print(f"{name:<62} {step:5d} {count:9d} {cosine:8.4f} {relative:18.3g} {status:>20}")
 
 
 def breakdown(problem: str, repeats: int = 3) -> None:

@@ -51,9 +51,9 @@ class RecordingCallback(HypergradientCallback):
         super().__init__(*args, **kwargs)
         self.records: list[dict[str, Any]] = []
 
-    def compute_hypergradient(self, trainer, module, train_batch, validation_batch):
+    def compute_hypergradient(self, trainer, module, train_batch, validation_batch, **reused):
         state = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
-        result = super().compute_hypergradient(trainer, module, train_batch, validation_batch)
+        result = super().compute_hypergradient(trainer, module, train_batch, validation_batch, **reused)
         self.records.append(
             {"train_batch": train_batch, "validation_batch": validation_batch, "state": state, "result": result}
         )

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from lightning_hypergrad.arguments import check_non_negative, check_positive
 from lightning_hypergrad.engine import vectors
-from lightning_hypergrad.engine.inputs import check_inputs, invalid_loss_reason, non_finite_flags
+from lightning_hypergrad.engine.gradients import gradients
+from lightning_hypergrad.engine.inputs import check_inputs, check_train_gradient, invalid_loss_reason, non_finite_flags
 from lightning_hypergrad.engine.vectors import Vector
 from lightning_hypergrad.solvers.base import Donated, IHVPSolver, SolveResult, SolveStatus
 from lightning_hypergrad.solvers.neumann import Neumann
@@ -150,12 +151,16 @@ def hypergradient_with_solve(
     loss_scale: float = 1.0,
     average: Callable[[Sequence[Tensor]], Sequence[Tensor]] | None = None,
     initial: Sequence[Tensor] | None = None,
+    train_gradient: Sequence[Tensor] | None = None,
 ) -> HypergradientResult:
     """:func:`hypergradient`, also returning the solve's diagnostics; it never warns.
 
     Args:
         initial: a warm start for the solver, shaped like ``params`` (e.g. the previous
             ``result.solve.solution``); ``None`` starts from zero.
+        train_gradient: ``∂L_T/∂params`` already built from ``train_loss`` with ``create_graph=True`` (say, by
+            the weight step's own backward), one tensor per param, used instead of differentiating ``train_loss``
+            again (which then only has its finiteness checked); needs ``loss_scale == 1``.
 
     A failed solve (``result.solve.converged`` false) contributes a zero implicit term. A NaN or inf loss gives
     no solve at all: ``result.loss_problem`` says why, and the result holds zeros (every process agrees on it
@@ -170,6 +175,7 @@ def hypergradient_with_solve(
     params, hparams = check_inputs(train_loss, val_loss, params, hparams, solver)
     damping = check_non_negative("damping", damping)
     loss_scale = check_positive("hypergradient", "loss_scale", loss_scale)
+    given = None if train_gradient is None else check_train_gradient(train_gradient, params, loss_scale)
     solver = Neumann() if solver is None else solver
     unscale = 1.0 / loss_scale
 
@@ -179,7 +185,7 @@ def hypergradient_with_solve(
     # v = ∂L_V/∂w and the direct term ∂L_V/∂λ, in one reverse pass; one average, with the losses' finiteness.
     flags = non_finite_flags(train_loss, val_loss)
     *validation_gradients, agreed = reduce(
-        (*_gradients(val_loss * loss_scale, params + hparams, unscale=unscale), flags)
+        (*gradients(val_loss * loss_scale, params + hparams, unscale=unscale), flags)
     )
     problem = invalid_loss_reason(train_loss, val_loss, flags, agreed)
     if problem is not None:  # the derivatives of a NaN/inf loss mean nothing: solve nothing
@@ -190,9 +196,10 @@ def hypergradient_with_solve(
     del validation_gradients
 
     # g = S ∂L_T/∂w with its own graph, built once: the Hessian and mixed products below all differentiate it.
-    train_gradient = _TrainGradient(_gradients(train_loss * loss_scale, params, create_graph=True), unscale, reduce)
+    built = gradients(train_loss * loss_scale, params, create_graph=True) if given is None else given
+    train_gradient = _TrainGradient(built, unscale, reduce)
     # Parts of the losses' graphs that g's graph does not need are freed now, unless the caller keeps the losses.
-    del train_loss, val_loss
+    del train_loss, val_loss, built, given
 
     def hessian_vector_product(vector: Vector) -> Vector:
         product = train_gradient.product(vector, params)
@@ -260,38 +267,3 @@ def _combine(direct: Vector, mixed: Vector, solution: Vector, hparams: Vector) -
         ).to(hparam.dtype)
         for direct_part, mixed_part, hparam, keep in zip(direct, mixed, hparams, vectors.writable(mixed, solution))
     )
-
-
-def _gradients(loss: Tensor, inputs: Vector, create_graph: bool = False, unscale: float = 1.0) -> Vector:
-    """∂loss/∂inputs with zeros for inputs the loss does not reach; direct gradients come out in working precision.
-
-    Without ``create_graph``, each gradient is multiplied by ``unscale`` (out of place: autograd may hand back a
-    tensor it also holds) and an input the loss does not reach gets a broadcast view of one zero (no memory).
-
-    ``retain_graph`` is always on: the caller's graphs may share nodes (say, a transform of λ used by both
-    losses), and freeing them here would break the caller's later backward passes.
-    """
-    if create_graph:
-        if not loss.requires_grad:
-            return vectors.zeros_like(inputs)
-        return tuple(
-            torch.autograd.grad(
-                loss, inputs, retain_graph=True, create_graph=True, allow_unused=True, materialize_grads=True
-            )
-        )
-    found: Sequence[Tensor | None] = (
-        torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
-        if loss.requires_grad
-        else [None] * len(inputs)
-    )
-    return tuple(
-        _working(gradient, unscale)
-        if gradient is not None
-        else torch.zeros((), dtype=vectors.working_dtype(tensor.dtype), device=tensor.device).expand(tensor.shape)
-        for gradient, tensor in zip(found, inputs)
-    )
-
-
-def _working(gradient: Tensor, unscale: float) -> Tensor:
-    gradient = gradient.detach().to(vectors.working_dtype(gradient.dtype))
-    return gradient if unscale == 1.0 else gradient * unscale

@@ -64,6 +64,27 @@ def check_inputs(
     return weights, hyperparameters
 
 
+def check_train_gradient(train_gradient: object, params: Vector, loss_scale: float) -> Vector:
+    """A caller's ``train_gradient`` as a tuple, once it matches ``params`` part by part and ``loss_scale`` is 1.
+
+    Raises a ``TypeError``/``ValueError`` naming the part and what was expected.
+    """
+    if loss_scale != 1.0:
+        raise ValueError(f"train_gradient needs loss_scale=1.0 (it is of the unscaled loss), got {loss_scale}.")
+    if isinstance(train_gradient, Tensor):
+        raise TypeError("train_gradient must be a sequence of tensors, got a single tensor; wrap it in a list.")
+    parts = tuple(train_gradient)  # type: ignore[call-overload]
+    if len(parts) != len(params):
+        raise ValueError(f"train_gradient has {len(parts)} parts; params has {len(params)}: one gradient per param.")
+    for index, (part, param) in enumerate(zip(parts, params)):
+        if not isinstance(part, Tensor) or part.shape != param.shape:
+            found = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
+            raise ValueError(
+                f"train_gradient[{index}] must be shaped like params[{index}] {tuple(param.shape)}, got {found}."
+            )
+    return parts
+
+
 def check_no_reentrant_checkpoint(**losses: Tensor) -> None:
     """Raise a ``RuntimeError`` naming the fix if a loss's graph passes through ``checkpoint(use_reentrant=True)``.
 

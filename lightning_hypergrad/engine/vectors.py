@@ -42,8 +42,14 @@ def _stack_scalars(scalars: Sequence[Tensor]) -> Tensor:
 
 def _part_dot(x: Tensor, y: Tensor) -> Tensor:
     if x.dtype == y.dtype and x.is_floating_point():
-        return torch.dot(x.reshape(-1), y.reshape(-1))  # no temporary of the part's size
-    return torch.sum(x * y)
+        if x.is_contiguous() and y.is_contiguous():
+            return torch.dot(x.view(-1), y.view(-1))  # no temporary of the part's size
+        if x.stride() == y.stride():  # one dense layout, say channels-last products: read it in memory order
+            order = sorted(range(x.dim()), key=lambda dim: -x.stride(dim))
+            x, y = x.permute(order), y.permute(order)
+            if x.is_contiguous():
+                return torch.dot(x.view(-1), y.view(-1))
+    return torch.sum(x * y)  # reshape(-1) would copy both parts of a non-contiguous pair anyway
 
 
 def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:

@@ -17,13 +17,22 @@ from torch import Tensor
 
 from lightning_hypergrad.arguments import check_choice, check_count, check_non_negative, check_positive
 from lightning_hypergrad.engine import vectors
-from lightning_hypergrad.engine.hypergradient import hypergradient_with_solve
-from lightning_hypergrad.lightning import averaging, checkpoint, contract, decision, distributed, records, update
+from lightning_hypergrad.lightning import (
+    averaging,
+    checkpoint,
+    contract,
+    decision,
+    distributed,
+    graph_reuse,
+    records,
+    update,
+)
+from lightning_hypergrad.lightning.attempt import attempt_hypergradient
 from lightning_hypergrad.lightning.batches import HyperBatches
 from lightning_hypergrad.lightning.curvature import warn_once_if_mostly_negative_curvature
 from lightning_hypergrad.lightning.decision import HyperstepResult
-from lightning_hypergrad.lightning.loss_scale import HyperstepLossScale, checked_loss_scale
-from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context
+from lightning_hypergrad.lightning.graph_reuse import WeightStepGraph
+from lightning_hypergrad.lightning.loss_scale import HyperstepLossScale, checked_loss_scale, weights_loss_scale
 from lightning_hypergrad.lightning.module import BilevelLightningModule
 from lightning_hypergrad.lightning.solver_memory import SolverMemory
 from lightning_hypergrad.solvers import IHVPSolver
@@ -71,6 +80,10 @@ class HypergradientCallback(Callback):
             hypersteps draw from (without a ``hyper_dataloader()``); the first by default.
         loss_scale: under ``16-mixed``, the hyperstep's own dynamic loss scale (backs off and recomputes on
             overflow); ``None`` means ``HyperstepLossScale()``. Unused without a ``GradScaler``.
+        reuse_training_graph: take each hyperstep inside the weight step it follows, on that step's own loss and
+            gradient graph (``create_graph=True``), at the weights before the step: saves one forward and backward
+            per hyperstep (:mod:`~lightning_hypergrad.lightning.graph_reuse`). Needs ``train_batch="current"``,
+            one process, no ``GradScaler`` and ``accumulate_grad_batches=1``.
 
     Skipped hypersteps: a non-finite loss, a failed solve, a non-finite hypergradient or a step that leaves λ
     non-finite is never applied (λ is restored; ``docs/reliability.md``): counted (``hyper/skipped``) and warned,
@@ -96,6 +109,7 @@ class HypergradientCallback(Callback):
         check_sync: bool = False,
         validation_dataloader: int | str = 0,
         loss_scale: HyperstepLossScale | None = None,
+        reuse_training_graph: bool = False,
     ) -> None:
         super().__init__()
         owner = "HypergradientCallback"
@@ -113,18 +127,19 @@ class HypergradientCallback(Callback):
         self.warm_start, self.check_sync = bool(warm_start), bool(check_sync)
         self.alpha_from_learning_rate = bool(alpha_from_learning_rate)
         self.loss_scale = checked_loss_scale(loss_scale)
+        self.reuse_training_graph = graph_reuse.checked_request(reuse_training_graph, self.train_batch)
 
         self.batches = HyperBatches(self.train_batch == "fresh", validation_dataloader)
         self.hyper_optimizer: torch.optim.Optimizer | None = None
         self.hyper_lr_scheduler: Any = None
         self.taken = self.skipped = 0
-        self.last_step_seen = -1
+        self.last_step_seen = self.graph_step = -1  # graph_step: the last weight step whose graph was reused
         self.solver_memory = SolverMemory()  # the warm start and the weights the solver's state belongs to
         self.last_applied_hypergradients: list[Tensor] | None = None
         self.history: list[dict[str, Any]] = []  # bounded: see the class docstring
         self.pending_state: dict[str, Any] | None = None  # from a checkpoint, until the optimizers exist
         self.pending_random_state: dict[str, Any] | None = None  # from a checkpoint, until training starts
-        self._influence_checked = self._zero_warned = self._curvature_warned = False
+        self.influence_checked = self._zero_warned = self._curvature_warned = self.graph_unserved_warned = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -132,6 +147,9 @@ class HypergradientCallback(Callback):
         contract.check_bilevel_module(pl_module)
         distributed.check_strategy(trainer.strategy)
         update.check_solver_size(self.solver, contract.bilevel(pl_module).weight_parameters())
+        if self.reuse_training_graph:
+            scaled = weights_loss_scale(trainer.precision_plugin) is not None
+            graph_reuse.check_graph_reuse(trainer, contract.bilevel(pl_module), scaled)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         named = contract.check_bilevel_module(pl_module, trainer.optimizers)
@@ -150,22 +168,35 @@ class HypergradientCallback(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.batches.stop()  # the streams' worker processes end with the fit, as the fit loop's do
 
+    def is_hyperstep(self, step: int) -> bool:
+        """Whether a hyperstep follows weight step number ``step`` (counted from 1)."""
+        return step > self.warmup_steps and (step - self.warmup_steps) % self.every_n_steps == 0
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.reuse_training_graph:
+            graph_reuse.offer(self, trainer, contract.bilevel(pl_module))
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        step = trainer.global_step
-        if step == self.last_step_seen:  # an accumulation batch: no weight step was taken
+        step, module = trainer.global_step, contract.bilevel(pl_module)
+        if self.reuse_training_graph and graph_reuse.served(self, module, step):
+            self.last_step_seen = step
+        if step == self.last_step_seen:  # an accumulation batch (no weight step), or a hyperstep taken inside it
             return
         self.last_step_seen = step
-        if step <= self.warmup_steps or (step - self.warmup_steps) % self.every_n_steps != 0:
-            return
-        self.hyperstep(trainer, contract.bilevel(pl_module), batch)
+        if self.is_hyperstep(step):
+            self.hyperstep(trainer, module, batch)
 
-    def hyperstep(self, trainer: Trainer, module: BilevelLightningModule, batch: Any) -> bool:
-        """Compute and apply one hyperstep; returns whether it was applied (False when skipped)."""
+    def hyperstep(
+        self, trainer: Trainer, module: BilevelLightningModule, batch: Any, graph: WeightStepGraph | None = None
+    ) -> bool:
+        """Compute and apply one hyperstep (on the weight step's ``graph`` when given); returns whether it was
+        applied (False when skipped)."""
         train_batch = self.batches.next_train(trainer) if self.train_batch == "fresh" else batch
         learning_rate = records.learning_rate(self.hyper_optimizer)  # before the scheduler steps
-        result = self.compute_hypergradient(trainer, module, train_batch, self.batches.next_hyper(trainer))
+        reused = {} if graph is None else {"graph": graph}  # an override without the argument works as before
+        result = self.compute_hypergradient(trainer, module, train_batch, self.batches.next_hyper(trainer), **reused)
         hypergradients, failed = distributed.agree_on_hypergradients(
             result.hypergradients, not result.solve.converged, self.sync
         )
@@ -193,49 +224,23 @@ class HypergradientCallback(Callback):
         return reason is None
 
     def compute_hypergradient(
-        self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any
+        self,
+        trainer: Trainer,
+        module: BilevelLightningModule,
+        train_batch: Any,
+        validation_batch: Any,
+        graph: WeightStepGraph | None = None,
     ) -> HyperstepResult:
         """The hypergradient on these (device) batches at the module's current weights, with the solver that ran
-        and the validation loss; under a ``GradScaler`` recomputed at a lower loss scale while it overflows.
+        and the validation loss; under a ``GradScaler`` recomputed at a lower loss scale while it overflows. With
+        ``graph`` (the weight step's), its training loss and gradient are used instead of evaluating them again.
 
         Leaves weights, hyperparameters, buffers and train/eval modes as they were; non-finite losses give a result
         that carries the problem and no solve (:func:`~lightning_hypergrad.lightning.decision.loss_problem`). Of
         ``trainer`` it reads ``precision_plugin``, ``global_step`` and, for ``alpha_from_learning_rate``, ``optimizers``.
         """
-        attempt = functools.partial(self._attempt, trainer, module, train_batch, validation_batch)
+        attempt = functools.partial(attempt_hypergradient, self, trainer, module, train_batch, validation_batch, graph)
         return self.loss_scale.run(attempt, trainer.precision_plugin, self.solver, module.device)
-
-    def _attempt(
-        self, trainer: Trainer, module: BilevelLightningModule, train_batch: Any, validation_batch: Any, scale: float
-    ) -> HyperstepResult:
-        with hyperstep_context(module):
-            named = module.named_hyperparameters()  # inside: the full parameters of a sharded module
-            train_loss, validation_loss = evaluate_losses(
-                module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode
-            )
-            problem = decision.loss_problem(module, train_loss, validation_loss, self.alpha_from_learning_rate)
-            validation_value = float(validation_loss.detach())
-            if problem is not None:
-                return decision.unsolved_result(module.weight_parameters(), named, validation_value, problem)
-            if not self._influence_checked:
-                self._influence_checked = contract.warn_about_idle_hyperparameters(module, train_loss, named)
-            weights = module.named_implicit_parameters()
-            initial = self.solver_memory.start(self.solver, weights, trainer.global_step, self.warm_start)
-            solver = update.solver_for_step(self.solver, self.alpha_from_learning_rate, trainer)
-            losses = [train_loss, validation_loss]
-            del train_loss, validation_loss  # handed over: the solve frees what g's graph does not need of theirs
-            result = hypergradient_with_solve(
-                losses.pop(0),
-                losses.pop(0),
-                [weight for _, weight in weights],
-                [parameter for _, parameter in named],
-                solver,
-                damping=self.damping,
-                loss_scale=scale,
-                average=distributed.product_averaging(self.sync),
-                initial=initial,
-            )
-        return HyperstepResult.of(result, solver, validation_value, self.alpha_from_learning_rate)
 
     def state_dict(self) -> dict[str, Any]:
         return checkpoint.callback_state(self)

@@ -84,14 +84,20 @@ def _switched_off(backend: Any) -> Iterator[None]:
 
 
 def evaluate_losses(
-    module: Any, precision: Precision, train_batch: Any, validation_batch: Any, validation_mode: str
+    module: Any,
+    precision: Precision,
+    train_batch: Any,
+    validation_batch: Any,
+    validation_mode: str,
+    graph: Any = None,
 ) -> tuple[Tensor, Tensor]:
     """``(training_loss, validation_loss)`` of ``module`` on these batches, graph attached.
 
     Both run under the precision plugin's ``forward_context`` (autocast under mixed precision, as training
     steps do). The validation loss runs in eval mode when ``validation_mode == "eval"`` (dropout off, BatchNorm
     on running statistics); the training loss always in the module's own (training) mode. Call it inside
-    :func:`hyperstep_context` so that modes and buffers are restored afterwards.
+    :func:`hyperstep_context` so that modes and buffers are restored afterwards. With ``graph`` (a
+    :class:`~lightning_hypergrad.lightning.graph_reuse.WeightStepGraph`) the training loss is the weight step's own.
     """
     modes = {submodule: submodule.training for submodule in module.modules()}
     with precision.forward_context():
@@ -100,5 +106,5 @@ def evaluate_losses(
         validation_loss = module.validation_loss(validation_batch)
         for submodule, training in modes.items():
             submodule.training = training
-        train_loss = module.training_loss(train_batch)
+        train_loss = module.training_loss(train_batch) if graph is None else graph.loss
     return train_loss, validation_loss

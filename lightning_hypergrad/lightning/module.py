@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_hypergrad.arguments import check_choice, check_count, check_positive
-from lightning_hypergrad.lightning import adapter, contract, distributed, weight_steps
+from lightning_hypergrad.lightning import adapter, contract, distributed, graph_reuse, weight_steps
 from lightning_hypergrad.lightning.batches import validation_metric_name
 
 
@@ -80,6 +80,9 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
         )
         self.skipped_weight_steps = 0  # steps skipped for non-finite gradients (see weight_steps)
         self.consecutive_skipped_weight_steps = 0  # the current run of them
+        # Set by a HypergradientCallback(reuse_training_graph=True) for a batch whose weight step it takes a
+        # hyperstep on: training_step hands it the loss and gradient graph before stepping (graph_reuse).
+        self.weight_step_graph_consumer: graph_reuse.GraphConsumer | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -169,8 +172,13 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
         if weight_steps.recomputing_batch_norm(self.trainer):  # forward passes only (SWA's last epoch)
             with torch.no_grad():
                 return self.training_loss(batch)
-        loss = contract.check_loss(self, "training_loss", self.training_loss(batch))
-        weight_steps.backward_weights(self, loss / self.accumulate_grad_batches, self.weight_parameters())
+        consumer = self.weight_step_graph_consumer
+        if consumer is None:
+            loss = contract.check_loss(self, "training_loss", self.training_loss(batch))
+            weight_steps.backward_weights(self, loss / self.accumulate_grad_batches, self.weight_parameters())
+        else:  # accumulate_grad_batches is 1 (graph_reuse.check_graph_reuse)
+            loss = contract.check_loss(self, "training_loss", graph_reuse.training_loss_with_graph(self, batch))
+            consumer(batch, graph_reuse.backward_keeping_graph(self, loss, self.weight_parameters()))
         if weight_steps.completes_accumulation(self.trainer, batch_idx, self.accumulate_grad_batches):
             if weight_steps.gradients_are_finite(self, optimizer, loss):  # else skipped, as GradScaler would
                 optimizer.step()

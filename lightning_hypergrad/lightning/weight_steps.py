@@ -47,8 +47,10 @@ def recomputing_batch_norm(trainer: Trainer) -> bool:
     return adapter.skipping_backward(trainer)
 
 
-def backward_weights(module: LightningModule, loss: Tensor, weights: list[Any]) -> None:
+def backward_weights(module: LightningModule, loss: Tensor, weights: list[Any], create_graph: bool = False) -> None:
     """``manual_backward`` into the weights only; explains the one failure users meet: reentrant checkpointing.
+
+    ``create_graph`` keeps the gradients' graph (for a hyperstep that reuses it, single process only).
 
     Under FSDP2 the graph's leaves are the unsharded parameters, not the sharded ones ``weights`` holds, and FSDP2's
     own hooks reduce-scatter their gradients: backward runs into every parameter and the hyperparameters' sharded
@@ -56,7 +58,7 @@ def backward_weights(module: LightningModule, loss: Tensor, weights: list[Any]) 
     """
     sharded = bool(sharding.fsdp_modules(module))
     try:
-        module.manual_backward(loss, inputs=None if sharded else weights)
+        module.manual_backward(loss, inputs=None if sharded else weights, create_graph=create_graph)
         if sharded:
             for parameter in module.hyperparameters():
                 parameter.grad = None

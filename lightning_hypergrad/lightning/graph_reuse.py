@@ -1,0 +1,133 @@
+"""Reusing the weight step's graph for a hyperstep (``HypergradientCallback(reuse_training_graph=True)``).
+
+A hyperstep on ``train_batch="current"`` needs ``g = ∂L_T/∂w`` on the batch the weights just trained on, with
+its graph: one forward and one backward that the weight step has already run. With reuse, on a batch whose
+weight step is due a hyperstep, the module's ``training_step`` runs that backward with ``create_graph=True``
+(through ``manual_backward``, so Lightning's backward hooks still run), hands the loss and its gradient to the
+callback, which takes the hyperstep right there, and only then steps the optimizer. The hyperstep is therefore
+taken at the weights *before* that weight step (without reuse: after it), and saves one forward and backward.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from lightning_hypergrad.engine.hypergradient import HypergradientWarning
+from lightning_hypergrad.lightning import weight_steps
+from lightning_hypergrad.lightning.losses import twice_differentiable_kernels
+
+if TYPE_CHECKING:
+    from lightning_hypergrad.lightning.callback import HypergradientCallback
+    from lightning_hypergrad.lightning.module import BilevelLightningModule
+
+
+@dataclass
+class WeightStepGraph:
+    """The weight step's training loss and its gradient by weight, both with their graphs."""
+
+    loss: Tensor
+    gradients: dict[int, Tensor]  # id(weight) -> ∂L_T/∂weight, create_graph=True
+
+    def for_weights(self, weights: list[Tensor]) -> list[Tensor]:
+        """The gradient parts of ``weights`` (the implicit weights: all of the step's, or a subset)."""
+        return [self.gradients[id(weight)] for weight in weights]
+
+
+GraphConsumer = Callable[[Any, WeightStepGraph], None]
+
+
+def checked_request(reuse_training_graph: bool, train_batch: str) -> bool:
+    """``reuse_training_graph`` as a bool, refused (``ValueError``) with ``train_batch="fresh"``."""
+    if reuse_training_graph and train_batch != "current":
+        raise ValueError(
+            f"reuse_training_graph=True needs train_batch='current' (the graph is that batch's), got {train_batch!r}."
+        )
+    return bool(reuse_training_graph)
+
+
+def check_graph_reuse(trainer: Trainer, module: BilevelLightningModule, grad_scaler: bool) -> None:
+    """Refuse, with the reason and the alternative, the fits where the weight step's graph cannot be reused
+    (``grad_scaler``: the fit runs under ``16-mixed`` with an enabled ``GradScaler``)."""
+    prefix = "HypergradientCallback(reuse_training_graph=True)"
+    if module.accumulate_grad_batches != 1:
+        raise ValueError(
+            f"{prefix} needs accumulate_grad_batches=1 (the graph is one batch's), got "
+            f"{module.accumulate_grad_batches}; use reuse_training_graph=False."
+        )
+    if trainer.world_size > 1:
+        raise ValueError(
+            f"{prefix} runs on one process only: DDP and FSDP synchronise gradients in backward hooks that a "
+            f"graph kept for the hyperstep would bypass; this fit has {trainer.world_size} processes. Use "
+            "reuse_training_graph=False."
+        )
+    if grad_scaler:
+        raise ValueError(
+            f"{prefix} is not available under 16-mixed (a GradScaler): the hyperstep keeps its own loss scale and "
+            "recomputes the losses on overflow. Use bf16-mixed or 32-true, or reuse_training_graph=False."
+        )
+
+
+def offer(callback: HypergradientCallback, trainer: Trainer, module: BilevelLightningModule) -> None:
+    """Before a batch: ask the module for its graph when the weight step this batch completes is due a hyperstep."""
+    due = callback.is_hyperstep(trainer.global_step + 1) and callback.graph_step != trainer.global_step
+    module.weight_step_graph_consumer = functools.partial(_consume, callback, trainer) if due else None
+
+
+def served(callback: HypergradientCallback, module: BilevelLightningModule, step: int) -> bool:
+    """After a batch's weight step (``step`` taken in all): whether its hyperstep already ran on the step's graph.
+
+    Warns once when a hyperstep was due but the module never handed its graph over (a ``training_step`` override
+    that does not call ``super()``): that hyperstep then runs as without reuse.
+    """
+    offered, module.weight_step_graph_consumer = module.weight_step_graph_consumer, None
+    if callback.graph_step == step - 1:
+        return True
+    if offered is not None and not callback.graph_unserved_warned:
+        callback.graph_unserved_warned = True
+        rank_zero_warn(
+            f"reuse_training_graph=True: {type(module).__name__}.training_step did not hand its graph to the hyperstep "
+            "(an override that does not call BilevelLightningModule.training_step?); hypersteps recompute it.",
+            category=HypergradientWarning,
+        )
+    return False
+
+
+def _consume(callback: HypergradientCallback, trainer: Trainer, batch: Any, graph: WeightStepGraph) -> None:
+    from lightning_hypergrad.lightning.contract import bilevel  # contract imports the module, which imports this
+
+    callback.graph_step = trainer.global_step
+    callback.hyperstep(trainer, bilevel(trainer.lightning_module), batch, graph)
+
+
+def training_loss_with_graph(module: LightningModule, batch: Any) -> Tensor:
+    """The training loss of a weight step whose graph a hyperstep reuses: kernels that can be differentiated twice."""
+    with twice_differentiable_kernels(module):
+        return module.training_loss(batch)
+
+
+def backward_keeping_graph(module: LightningModule, loss: Tensor, weights: list[Tensor]) -> WeightStepGraph:
+    """The weight step's backward (``manual_backward`` into ``weights``) with ``create_graph=True``.
+
+    The weights' ``.grad`` get the detached gradients (what the optimizer steps with); the returned graph holds
+    the attached ones until the hyperstep is done with them.
+    """
+    with warnings.catch_warnings():  # about the weight → grad → graph cycle, broken just below
+        warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+        weight_steps.backward_weights(module, loss, weights, create_graph=True)
+    found = {}
+    for weight in weights:
+        if weight.grad is None:  # the loss does not reach it: no .grad, as after a plain backward
+            found[id(weight)] = torch.zeros_like(weight)
+        else:
+            found[id(weight)] = weight.grad
+            weight.grad = weight.grad.detach()  # no reference cycle weight → grad → graph → weight
+    return WeightStepGraph(loss, found)
