@@ -8,7 +8,7 @@ Loggers, checkpoints, progress bars and the end-of-fit report are off in every r
 
 Variants of the default config measure the levers: how often λ_max is re-estimated (``lanczos_every``), series
 length, few products with a warm start (each solve continues the previous one) and a larger hyper learning rate,
-how often to hyperstep (``every_n_steps``), and ``Identity`` (no Hessian products at all: what remains is the
+how often to hyperstep (``every_n_steps``), reusing the weight step's graph (``reuse_training_graph``), and ``Identity`` (no Hessian products at all: what remains is the
 per-hyperstep cost of the losses, gradients, mixed product, update and bookkeeping).
 ``--seeds`` adds a quality pass: every variant fitted once per seed (``seed_everything`` and the data split),
 printing mean validation and test loss and the mean paired difference to the first tuned variant with its
@@ -81,6 +81,7 @@ def variants(config: dict, default: bool) -> dict[str, dict | None]:
         {"class_path": conjugate_gradient, "init_args": {"iterations": 5}}, warm_start=True, hyper_optimizer=adam
     )
     found["as configured, every 10 steps"] = changed(every_n_steps=10)
+    found["as configured, reuse_training_graph"] = changed(reuse_training_graph=True)
     found["Identity(0.1) (no products)"] = changed(
         {"class_path": "lightning_hypergrad.solvers.Identity", "init_args": {"alpha": 0.1}}
     )

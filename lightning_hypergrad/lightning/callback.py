@@ -82,8 +82,9 @@ class HypergradientCallback(Callback):
             overflow); ``None`` means ``HyperstepLossScale()``. Unused without a ``GradScaler``.
         reuse_training_graph: take each hyperstep inside the weight step it follows, on that step's own loss and
             gradient graph (``create_graph=True``), at the weights before the step: saves one forward and backward
-            per hyperstep (:mod:`~lightning_hypergrad.lightning.graph_reuse`). Needs ``train_batch="current"``,
-            one process, no ``GradScaler`` and ``accumulate_grad_batches=1``.
+            per hyperstep (:mod:`~lightning_hypergrad.lightning.graph_reuse`). That needs ``train_batch="current"``,
+            one process, no ``GradScaler`` and ``accumulate_grad_batches=1``: ``"auto"`` reuses where a fit has
+            them, ``True`` refuses a fit that has not, ``False`` (the default) recomputes, after the weight step.
 
     Skipped hypersteps: a non-finite loss, a failed solve, a non-finite hypergradient or a step that leaves λ
     non-finite is never applied (λ is restored; ``docs/reliability.md``): counted (``hyper/skipped``) and warned,
@@ -109,7 +110,7 @@ class HypergradientCallback(Callback):
         check_sync: bool = False,
         validation_dataloader: int | str = 0,
         loss_scale: HyperstepLossScale | None = None,
-        reuse_training_graph: bool = False,
+        reuse_training_graph: bool | Literal["auto"] = False,
     ) -> None:
         super().__init__()
         owner = "HypergradientCallback"
@@ -133,7 +134,7 @@ class HypergradientCallback(Callback):
         self.hyper_optimizer: torch.optim.Optimizer | None = None
         self.hyper_lr_scheduler: Any = None
         self.taken = self.skipped = 0
-        self.last_step_seen = self.graph_step = -1  # graph_step: the last weight step whose graph was reused
+        self.reusing_graph, self.last_step_seen, self.graph_step = False, -1, -1  # reusing_graph: set at setup
         self.solver_memory = SolverMemory()  # the warm start and the weights the solver's state belongs to
         self.last_applied_hypergradients: list[Tensor] | None = None
         self.history: list[dict[str, Any]] = []  # bounded: see the class docstring
@@ -147,9 +148,8 @@ class HypergradientCallback(Callback):
         contract.check_bilevel_module(pl_module)
         distributed.check_strategy(trainer.strategy)
         update.check_solver_size(self.solver, contract.bilevel(pl_module).weight_parameters())
-        if self.reuse_training_graph:
-            scaled = weights_loss_scale(trainer.precision_plugin) is not None
-            graph_reuse.check_graph_reuse(trainer, contract.bilevel(pl_module), scaled)
+        scaled = weights_loss_scale(trainer.precision_plugin) is not None
+        self.reusing_graph = graph_reuse.reuses_graph(self.reuse_training_graph, trainer, pl_module, scaled, self.train_batch)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         named = contract.check_bilevel_module(pl_module, trainer.optimizers)
@@ -173,14 +173,14 @@ class HypergradientCallback(Callback):
         return step > self.warmup_steps and (step - self.warmup_steps) % self.every_n_steps == 0
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self.reuse_training_graph:
+        if self.reusing_graph:
             graph_reuse.offer(self, trainer, contract.bilevel(pl_module))
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step, module = trainer.global_step, contract.bilevel(pl_module)
-        if self.reuse_training_graph and graph_reuse.served(self, module, step):
+        if self.reusing_graph and graph_reuse.served(self, module, step):
             self.last_step_seen = step
         if step == self.last_step_seen:  # an accumulation batch (no weight step), or a hyperstep taken inside it
             return

@@ -32,7 +32,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class WeightStepGraph:
-    """The weight step's training loss and its gradient by weight, both with their graphs."""
+    """The weight step's training loss and its gradient by weight, both with their graphs.
+
+    Attributes:
+        loss: the training loss of the weight step's batch, at the weights before the step.
+        gradients: ``∂loss/∂weight`` built with ``create_graph=True``, keyed by ``id(weight)``.
+    """
 
     loss: Tensor
     gradients: dict[int, Tensor]  # id(weight) -> ∂L_T/∂weight, create_graph=True
@@ -45,35 +50,48 @@ class WeightStepGraph:
 GraphConsumer = Callable[[Any, WeightStepGraph], None]
 
 
-def checked_request(reuse_training_graph: bool, train_batch: str) -> bool:
-    """``reuse_training_graph`` as a bool, refused (``ValueError``) with ``train_batch="fresh"``."""
-    if reuse_training_graph and train_batch != "current":
+def checked_request(reuse_training_graph: bool | str, train_batch: str) -> bool | str:
+    """``reuse_training_graph`` once it is ``True``, ``False`` or ``"auto"``; ``True`` with ``train_batch="fresh"``
+    is refused (``ValueError``)."""
+    if reuse_training_graph not in (True, False, "auto"):
+        raise ValueError(f"reuse_training_graph must be True, False or 'auto', got {reuse_training_graph!r}.")
+    if reuse_training_graph is True and train_batch != "current":
         raise ValueError(
             f"reuse_training_graph=True needs train_batch='current' (the graph is that batch's), got {train_batch!r}."
         )
-    return bool(reuse_training_graph)
+    return reuse_training_graph
 
 
-def check_graph_reuse(trainer: Trainer, module: BilevelLightningModule, grad_scaler: bool) -> None:
-    """Refuse, with the reason and the alternative, the fits where the weight step's graph cannot be reused
-    (``grad_scaler``: the fit runs under ``16-mixed`` with an enabled ``GradScaler``)."""
-    prefix = "HypergradientCallback(reuse_training_graph=True)"
+def reuses_graph(
+    requested: bool | str, trainer: Trainer, module: BilevelLightningModule, grad_scaler: bool, train_batch: str
+) -> bool:
+    """Whether this fit reuses the weight step's graph: ``"auto"`` wherever it can, ``True`` or a ``ValueError``
+    naming what stands in the way (``grad_scaler``: the fit runs under ``16-mixed`` with an enabled GradScaler)."""
+    if requested is False or train_batch != "current":
+        return False
+    obstacle = _obstacle(trainer, module, grad_scaler)
+    if obstacle is not None and requested is True:
+        raise ValueError(f"HypergradientCallback(reuse_training_graph=True) {obstacle}")
+    return obstacle is None
+
+
+def _obstacle(trainer: Trainer, module: BilevelLightningModule, grad_scaler: bool) -> str | None:
     if module.accumulate_grad_batches != 1:
-        raise ValueError(
-            f"{prefix} needs accumulate_grad_batches=1 (the graph is one batch's), got "
-            f"{module.accumulate_grad_batches}; use reuse_training_graph=False."
+        return (
+            f"needs accumulate_grad_batches=1 (the graph is one batch's), got {module.accumulate_grad_batches}; "
+            "use reuse_training_graph='auto' or False."
         )
     if trainer.world_size > 1:
-        raise ValueError(
-            f"{prefix} runs on one process only: DDP and FSDP synchronise gradients in backward hooks that a "
-            f"graph kept for the hyperstep would bypass; this fit has {trainer.world_size} processes. Use "
-            "reuse_training_graph=False."
+        return (
+            "runs on one process only: DDP and FSDP synchronise gradients in backward hooks that a graph kept for "
+            f"the hyperstep would bypass; this fit has {trainer.world_size} processes. Use 'auto' or False."
         )
     if grad_scaler:
-        raise ValueError(
-            f"{prefix} is not available under 16-mixed (a GradScaler): the hyperstep keeps its own loss scale and "
-            "recomputes the losses on overflow. Use bf16-mixed or 32-true, or reuse_training_graph=False."
+        return (
+            "is not available under 16-mixed (a GradScaler): the hyperstep keeps its own loss scale and recomputes "
+            "the losses on overflow. Use bf16-mixed or 32-true, or reuse_training_graph='auto' or False."
         )
+    return None
 
 
 def offer(callback: HypergradientCallback, trainer: Trainer, module: BilevelLightningModule) -> None:
@@ -91,7 +109,7 @@ def served(callback: HypergradientCallback, module: BilevelLightningModule, step
     offered, module.weight_step_graph_consumer = module.weight_step_graph_consumer, None
     if callback.graph_step == step - 1:
         return True
-    if offered is not None and not callback.graph_unserved_warned:
+    if offered is not None and callback.reuse_training_graph is True and not callback.graph_unserved_warned:
         callback.graph_unserved_warned = True
         rank_zero_warn(
             f"reuse_training_graph=True: {type(module).__name__}.training_step did not hand its graph to the hyperstep "

@@ -50,3 +50,19 @@ def test_in_place_updates_match_their_formulas() -> None:
     assert torch.equal(written[0], torch.tensor([0.0, 4.0])) and torch.equal(written[1], torch.tensor([[-1.0]]))
     scaled = vectors.scale_(tuple(part.clone() for part in a), step)
     assert torch.equal(scaled[0], torch.tensor([0.5, 1.0])) and torch.equal(scaled[1], torch.tensor([[1.5]]))
+
+
+def test_dot_of_parts_in_any_layout_matches_the_elementwise_sum() -> None:
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(16, 8, 3, 3, dtype=torch.float64, generator=generator)
+    other = torch.randn(16, 8, 3, 3, dtype=torch.float64, generator=generator)
+    pairs = [
+        (weights, other),  # contiguous
+        (weights.to(memory_format=torch.channels_last), other.to(memory_format=torch.channels_last)),
+        (weights.transpose(0, 1), other.transpose(0, 1)),  # one permuted layout
+        (weights, other.to(memory_format=torch.channels_last)),  # two layouts
+        (torch.zeros((), dtype=torch.float64).expand(4, 5), torch.ones(4, 5, dtype=torch.float64)),  # a broadcast zero
+    ]
+    for x, y in pairs:
+        expected = (x.contiguous() * y.contiguous()).sum()
+        torch.testing.assert_close(vectors.dot([x], [y]), expected, rtol=1e-14, atol=1e-14)

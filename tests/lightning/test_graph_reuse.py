@@ -170,4 +170,35 @@ def test_fits_where_the_graph_cannot_be_reused_are_refused_with_the_alternative(
             plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
         )
     with pytest.raises(ValueError, match=r"one process only.*has 2 processes"):
-        graph_reuse.check_graph_reuse(SimpleNamespace(world_size=2), TinyRegression(), grad_scaler=False)
+        graph_reuse.reuses_graph(True, SimpleNamespace(world_size=2), TinyRegression(), False, "current")
+
+
+def test_reusingreuses_where_the_fit_allows_it_and_recomputes_silently_elsewhere(recwarn) -> None:
+    default, reusing = CountingRegression(), CountingRegression()
+    fit(default, [HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2)])  # False is the default
+    fit(reusing, [HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2, reuse_training_graph="auto")])
+    assert (default.training_forwards, reusing.training_forwards) == (6 + 3, 6)
+    accumulating, fresh, overridden = CountingRegression(), CountingRegression(), OwnTrainingStep()
+    accumulating.accumulate_grad_batches = 2
+    fit(
+        accumulating,
+        [auto := HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=1, reuse_training_graph="auto")],
+        steps=3,
+    )
+    assert (auto.reusing_graph, accumulating.training_forwards, auto.taken) == (False, 6 + 3, 3)
+    fit(
+        fresh,
+        [
+            HypergradientCallback(
+                Neumann(3, alpha=0.1), every_n_steps=2, train_batch="fresh", reuse_training_graph="auto"
+            )
+        ],
+    )
+    assert fresh.training_forwards == 6 + 3
+    fit(
+        overridden, [kept := HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2, reuse_training_graph="auto")]
+    )
+    assert kept.taken == 3
+    assert not [warning for warning in recwarn if "graph" in str(warning.message)]
+    with pytest.raises(ValueError, match="True, False or 'auto', got 'yes'"):
+        HypergradientCallback(reuse_training_graph="yes")
