@@ -71,9 +71,9 @@ class Referenced(HypergradientCallback):
         named = module.named_hyperparameters()
         with hyperstep_context(module):
             losses = list(
-                evaluate_losses(
-                    module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode, graph
-                )
+                # A new training loss at the same weights and batch, even when the variant reused the weight step's
+                # graph: the variant's hyperstep has restored the BatchNorm buffers that graph saved.
+                evaluate_losses(module, trainer.precision_plugin, train_batch, validation_batch, self.validation_mode)
             )
             reference = hypergradient_with_solve(
                 losses.pop(0),
