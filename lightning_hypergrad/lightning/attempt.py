@@ -43,7 +43,7 @@ def attempt_hypergradient(
         if not callback.influence_checked:
             callback.influence_checked = contract.warn_about_idle_hyperparameters(module, train_loss, named)
         weights = module.named_implicit_parameters()
-        initial = callback.solver_memory.start(callback.solver, weights, trainer.global_step, callback.warm_start)
+        initial = callback.solver_memory.start(callback.solver, weights, callback.hyperstep_step, callback.warm_start)
         solver = update.solver_for_step(callback.solver, callback.alpha_from_learning_rate, trainer)
         losses = [train_loss, validation_loss]
         del train_loss, validation_loss  # handed over: the solve frees what g's graph does not need of theirs

@@ -80,11 +80,9 @@ class HypergradientCallback(Callback):
             hypersteps draw from (without a ``hyper_dataloader()``); the first by default.
         loss_scale: under ``16-mixed``, the hyperstep's own dynamic loss scale (backs off and recomputes on
             overflow); ``None`` means ``HyperstepLossScale()``. Unused without a ``GradScaler``.
-        reuse_training_graph: take each hyperstep inside the weight step it follows, on that step's own loss and
-            gradient graph (``create_graph=True``), at the weights before the step: saves one forward and backward
-            per hyperstep (:mod:`~lightning_hypergrad.lightning.graph_reuse`). That needs ``train_batch="current"``,
-            one process, no ``GradScaler`` and ``accumulate_grad_batches=1``: ``"auto"`` reuses where a fit has
-            them, ``True`` refuses a fit that has not, ``False`` (the default) recomputes, after the weight step.
+        reuse_training_graph: take each hyperstep inside its weight step, on that step's loss and gradient graph,
+            at the weights before the step (:mod:`~lightning_hypergrad.lightning.graph_reuse`): one forward and
+            backward fewer. ``"auto"`` where the fit allows it, ``True`` or an error, ``False``: recompute after.
 
     Skipped hypersteps: a non-finite loss, a failed solve, a non-finite hypergradient or a step that leaves λ
     non-finite is never applied (λ is restored; ``docs/reliability.md``): counted (``hyper/skipped``) and warned,
@@ -134,7 +132,7 @@ class HypergradientCallback(Callback):
         self.hyper_optimizer: torch.optim.Optimizer | None = None
         self.hyper_lr_scheduler: Any = None
         self.taken = self.skipped = 0
-        self.reusing_graph, self.last_step_seen, self.graph_step = False, -1, -1  # reusing_graph: set at setup
+        self.reusing_graph, self.last_step_seen, self.graph_step, self.hyperstep_step = False, -1, -1, 0
         self.solver_memory = SolverMemory()  # the warm start and the weights the solver's state belongs to
         self.last_applied_hypergradients: list[Tensor] | None = None
         self.history: list[dict[str, Any]] = []  # bounded: see the class docstring
@@ -148,8 +146,8 @@ class HypergradientCallback(Callback):
         contract.check_bilevel_module(pl_module)
         distributed.check_strategy(trainer.strategy)
         update.check_solver_size(self.solver, contract.bilevel(pl_module).weight_parameters())
-        scaled = weights_loss_scale(trainer.precision_plugin) is not None
-        self.reusing_graph = graph_reuse.reuses_graph(self.reuse_training_graph, trainer, pl_module, scaled, self.train_batch)
+        scale = weights_loss_scale(trainer.precision_plugin)
+        self.reusing_graph = graph_reuse.reuses_graph(self, trainer, contract.bilevel(pl_module), scale)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         named = contract.check_bilevel_module(pl_module, trainer.optimizers)
@@ -193,6 +191,7 @@ class HypergradientCallback(Callback):
     ) -> bool:
         """Compute and apply one hyperstep (on the weight step's ``graph`` when given); returns whether it was
         applied (False when skipped)."""
+        self.hyperstep_step = trainer.global_step + (graph is not None)  # the weight step it belongs to
         train_batch = self.batches.next_train(trainer) if self.train_batch == "fresh" else batch
         learning_rate = records.learning_rate(self.hyper_optimizer)  # before the scheduler steps
         reused = {} if graph is None else {"graph": graph}  # an override without the argument works as before
@@ -214,7 +213,7 @@ class HypergradientCallback(Callback):
         else:
             self.skipped += 1
             self.solver_memory.drop()
-            rank_zero_warn(decision.skip_warning(trainer.global_step, reason, self.skipped))
+            rank_zero_warn(decision.skip_warning(self.hyperstep_step, reason, self.skipped))
         records.record_hyperstep(
             trainer, self, result, named, norm, applied=reason is None, learning_rate=learning_rate, limit=HISTORY_LIMIT
         )

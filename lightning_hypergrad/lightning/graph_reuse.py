@@ -11,6 +11,7 @@ taken at the weights *before* that weight step (without reuse: after it), and sa
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,16 +64,26 @@ def checked_request(reuse_training_graph: bool | str, train_batch: str) -> bool 
 
 
 def reuses_graph(
-    requested: bool | str, trainer: Trainer, module: BilevelLightningModule, grad_scaler: bool, train_batch: str
+    callback: HypergradientCallback, trainer: Trainer, module: BilevelLightningModule, weights_scale: float | None
 ) -> bool:
-    """Whether this fit reuses the weight step's graph: ``"auto"`` wherever it can, ``True`` or a ``ValueError``
-    naming what stands in the way (``grad_scaler``: the fit runs under ``16-mixed`` with an enabled GradScaler)."""
-    if requested is False or train_batch != "current":
+    """Whether this fit reuses the weight step's graph: with ``"auto"`` wherever it can, with ``True`` or a
+    ``ValueError`` naming what stands in the way (``weights_scale``: the GradScaler's scale under ``16-mixed``)."""
+    requested = callback.reuse_training_graph
+    if requested is False or callback.train_batch != "current":
         return False
-    obstacle = _obstacle(trainer, module, grad_scaler)
+    obstacle = _obstacle(trainer, module, weights_scale is not None) or _older_override(callback)
     if obstacle is not None and requested is True:
         raise ValueError(f"HypergradientCallback(reuse_training_graph=True) {obstacle}")
     return obstacle is None
+
+
+def _older_override(callback: HypergradientCallback) -> str | None:
+    """Why a subclass's ``compute_hypergradient`` or ``hyperstep`` cannot receive the graph, or None."""
+    for name, parameter in (("compute_hypergradient", "graph"), ("hyperstep", "graph")):
+        accepted = inspect.signature(getattr(callback, name)).parameters
+        if parameter not in accepted and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            return f"needs {type(callback).__name__}.{name} to take a `{parameter}` argument (as the base class's)."
+    return None
 
 
 def _obstacle(trainer: Trainer, module: BilevelLightningModule, grad_scaler: bool) -> str | None:
@@ -112,8 +123,9 @@ def served(callback: HypergradientCallback, module: BilevelLightningModule, step
     if offered is not None and callback.reuse_training_graph is True and not callback.graph_unserved_warned:
         callback.graph_unserved_warned = True
         rank_zero_warn(
-            f"reuse_training_graph=True: {type(module).__name__}.training_step did not hand its graph to the hyperstep "
-            "(an override that does not call BilevelLightningModule.training_step?); hypersteps recompute it.",
+            f"reuse_training_graph=True: {type(module).__name__}.training_step did not hand its graph to the "
+            "hyperstep (an override that does not call BilevelLightningModule.training_step, or a compiled one); "
+            "hypersteps recompute it.",
             category=HypergradientWarning,
         )
     return False

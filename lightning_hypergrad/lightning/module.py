@@ -172,7 +172,8 @@ class BilevelLightningModule(LightningModule, adapter.HyperparametersIgnoredByDD
         if weight_steps.recomputing_batch_norm(self.trainer):  # forward passes only (SWA's last epoch)
             with torch.no_grad():
                 return self.training_loss(batch)
-        consumer = self.weight_step_graph_consumer
+        # A compiled training_step cannot hand over a graph that is differentiated twice: it recomputes.
+        consumer = None if torch.compiler.is_compiling() else self.weight_step_graph_consumer
         if consumer is None:
             loss = contract.check_loss(self, "training_loss", self.training_loss(batch))
             weight_steps.backward_weights(self, loss / self.accumulate_grad_batches, self.weight_parameters())

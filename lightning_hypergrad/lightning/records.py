@@ -159,8 +159,9 @@ def record_hyperstep(
     ``limit`` entries (:func:`append_bounded`).
 
     Args:
-        trainer: the Trainer, whose ``global_step`` the hyperstep followed and whose loggers receive it.
-        callback: the callback, after counting this hyperstep as taken or skipped.
+        trainer: the Trainer, whose loggers receive it.
+        callback: the callback, after counting this hyperstep as taken or skipped; its ``hyperstep_step`` is the
+            weight step the hyperstep belongs to.
         result: the hyperstep's result.
         named: the hyperparameters by name, after the hyperstep.
         hypergradient_norm: the norm of the hypergradient (before clipping).
@@ -171,7 +172,7 @@ def record_hyperstep(
     record = hyperstep_record(
         result,
         named,
-        trainer.global_step,
+        callback.hyperstep_step,
         applied,
         float(hypergradient_norm),
         result.validation_loss,

@@ -54,9 +54,9 @@ def test_each_hyperstep_is_exact_at_the_weights_before_the_step_it_reuses() -> N
     callback = RecordingCallback(Exact(), every_n_steps=2, reuse_training_graph=True)
     fit(model, [before, callback])
     assert (callback.taken, callback.skipped) == (3, 0)
-    assert [entry["step"] for entry in callback.history] == [1, 3, 5]  # weight steps taken before each hyperstep
+    assert [entry["step"] for entry in callback.history] == [2, 4, 6]  # the weight step each belongs to
     for entry, record in zip(callback.history, callback.records):
-        pre_step = before.states[entry["step"]]
+        pre_step = before.states[entry["step"] - 1]  # taken at the weights before that step
         for name, tensor in record["state"].items():
             if name != "log_decay":  # λ moved between the batch's start and its hyperstep only by this hyperstep
                 torch.testing.assert_close(tensor, pre_step[name], rtol=0, atol=0)
@@ -170,10 +170,12 @@ def test_fits_where_the_graph_cannot_be_reused_are_refused_with_the_alternative(
             plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
         )
     with pytest.raises(ValueError, match=r"one process only.*has 2 processes"):
-        graph_reuse.reuses_graph(True, SimpleNamespace(world_size=2), TinyRegression(), False, "current")
+        graph_reuse.reuses_graph(
+            HypergradientCallback(reuse_training_graph=True), SimpleNamespace(world_size=2), TinyRegression(), None
+        )
 
 
-def test_reusingreuses_where_the_fit_allows_it_and_recomputes_silently_elsewhere(recwarn) -> None:
+def test_auto_reuses_where_the_fit_allows_it_and_recomputes_silently_elsewhere(recwarn) -> None:
     default, reusing = CountingRegression(), CountingRegression()
     fit(default, [HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2)])  # False is the default
     fit(reusing, [HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2, reuse_training_graph="auto")])

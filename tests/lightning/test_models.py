@@ -115,12 +115,13 @@ class CompiledInside(DecayedRegression):
         super().__init__(torch.compile(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)), backend="aot_eager"))
 
 
+@pytest.mark.parametrize("reuse", [False, "auto"])  # "auto": a compiled training_step recomputes instead
 @pytest.mark.parametrize("compiled", ["network", "whole module"])
-def test_compiled_models_take_hypersteps_through_the_same_parameters_run_eagerly(compiled: str) -> None:
+def test_compiled_models_take_hypersteps_through_the_same_parameters_run_eagerly(compiled: str, reuse) -> None:
     torch.manual_seed(0)
     eager = DecayedRegression(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)))
     model = CompiledInside() if compiled == "network" else torch.compile(eager, backend="aot_eager")
-    callback = RecordingCallback(Identity(), every_n_steps=3)
+    callback = RecordingCallback(Identity(), every_n_steps=3, reuse_training_graph=reuse)
     tune(model, callback, data=vectors, max_epochs=1)
     assert callback.taken == 1 and callback.skipped == 0
     record = callback.records[0]
