@@ -15,6 +15,7 @@ Run: python benchmarks/scale_cost.py [--problems resnet18 transformer] [--steps 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from scale_problems import GeneratedData, make_module
 from lightning_hypergrad import HypergradientCallback, hypergradient_with_solve
 from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.lightning.losses import evaluate_losses, hyperstep_context
-from lightning_hypergrad.solvers import Amortized, ConjugateGradient, Identity, Neumann
+from lightning_hypergrad.solvers import Amortized, ConjugateGradient, Identity, IHVPSolver, Neumann
 
 VARIANTS: dict[str, Callable[[], HypergradientCallback] | None] = {
     "plain (no callback)": None,
@@ -51,20 +52,24 @@ names_of = {factory: name for name, factory in VARIANTS.items() if factory is no
 DEFAULT_VARIANTS = [name for name in VARIANTS if "old default" not in name]
 
 
-class MeasuredCG(ConjugateGradient):
-    """Conjugate gradient that keeps ‖b‖, for the reference's relative residual."""
+class Measured(IHVPSolver):
+    """A solver that keeps ‖b‖ of its latest solve, for the reference's relative residual."""
+
+    def __init__(self, solver: IHVPSolver) -> None:
+        self.solver, self.b_norm = solver, math.nan
 
     def solve(self, hvp, b, initial=None):
         self.b_norm = float(vectors.norm(b))
-        return super().solve(hvp, b, initial)
+        return self.solver.solve(hvp, b, initial)
 
 
 class Referenced(HypergradientCallback):
-    """A callback that, at every hyperstep, also computes a converged-CG reference at the same weights."""
+    """A callback that, at every hyperstep, also computes a reference hypergradient at the same weights and
+    batches, with ``make_reference()``'s solver (a converged CG by default, ``Exact()`` on small networks)."""
 
-    def __init__(self, wrapped: HypergradientCallback, iterations: int) -> None:
+    def __init__(self, wrapped: HypergradientCallback, make_reference: Callable[[], IHVPSolver]) -> None:
         self.__dict__.update(wrapped.__dict__)
-        self.reference_iterations, self.found = iterations, []
+        self.make_reference, self.found = make_reference, []
 
     def compute_hypergradient(self, trainer, module, train_batch, validation_batch, graph=None):
         result = super().compute_hypergradient(trainer, module, train_batch, validation_batch, graph=graph)
@@ -80,7 +85,7 @@ class Referenced(HypergradientCallback):
                 losses.pop(0),
                 module.weight_parameters(),
                 [parameter for _, parameter in named],
-                solver := MeasuredCG(self.reference_iterations, rtol=1e-4),
+                solver := Measured(self.make_reference()),
                 damping=self.damping,
             )
         mine, exact = (vectors.flatten(found).double() for found in (result.hypergradients, reference.hypergradients))
@@ -101,7 +106,7 @@ def fit(problem: str, factory, steps: int, device: str, reference: int | None = 
     if callback is not None:
         callback.damping = damping
     if callback is not None and reference is not None:
-        callback = Referenced(callback, reference)
+        callback = Referenced(callback, lambda: ConjugateGradient(reference, rtol=1e-4))
     trainer = L.Trainer(
         max_steps=steps,
         accelerator=device,

@@ -118,7 +118,7 @@ def served(callback: HypergradientCallback, module: BilevelLightningModule, step
     that does not call ``super()``): that hyperstep then runs as without reuse.
     """
     offered, module.weight_step_graph_consumer = module.weight_step_graph_consumer, None
-    if callback.graph_step == step - 1:
+    if callback.graph_step in (step - 1, step):  # step: the weight step itself was skipped (non-finite)
         return True
     if offered is not None and callback.reuse_training_graph is True and not callback.graph_unserved_warned:
         callback.graph_unserved_warned = True

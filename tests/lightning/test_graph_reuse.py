@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -204,3 +205,24 @@ def test_auto_reuses_where_the_fit_allows_it_and_recomputes_silently_elsewhere(r
     assert not [warning for warning in recwarn if "graph" in str(warning.message)]
     with pytest.raises(ValueError, match="True, False or 'auto', got 'yes'"):
         HypergradientCallback(reuse_training_graph="yes")
+
+
+class NaNOnce(CountingRegression):
+    """The training loss is NaN on its second evaluation: the weight step that the first hyperstep reuses."""
+
+    def training_loss(self, batch: Any) -> Tensor:
+        loss = super().training_loss(batch)
+        return loss * math.nan if self.training_forwards == 2 else loss
+
+
+def test_a_nan_loss_in_a_reused_weight_step_skips_both_and_leaves_weights_and_lambda_finite() -> None:
+    model, before = NaNOnce(), WeightsBeforeEachStep()
+    callback = HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2, reuse_training_graph=True)
+    with pytest.warns(HypergradientWarning, match="Skipped the hyperstep at step 2"):
+        fit(model, [before, callback])
+    assert (model.skipped_weight_steps, callback.skipped, callback.taken) == (1, 1, 2)
+    (skipped,) = [entry for entry in callback.history if not entry["applied"]]
+    assert skipped["step"] == 2
+    assert all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters())
+    # λ after the skipped hyperstep is λ before it (the next hyperstep, at step 4, is the first to move it).
+    assert float(before.states[3]["log_decay"]) == float(before.states[0]["log_decay"])
