@@ -226,3 +226,24 @@ def test_a_nan_loss_in_a_reused_weight_step_skips_both_and_leaves_weights_and_la
     assert all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters())
     # λ after the skipped hyperstep is λ before it (the next hyperstep, at step 4, is the first to move it).
     assert float(before.states[3]["log_decay"]) == float(before.states[0]["log_decay"])
+
+
+class OlderOverride(HypergradientCallback):
+    """A subclass written before the graph argument existed."""
+
+    def compute_hypergradient(self, trainer, module, train_batch, validation_batch):
+        return super().compute_hypergradient(trainer, module, train_batch, validation_batch)
+
+
+def test_auto_keeps_recomputing_for_several_processes_and_for_overrides_without_the_graph() -> None:
+    one, several = SimpleNamespace(world_size=1), SimpleNamespace(world_size=2)
+    auto = HypergradientCallback(reuse_training_graph="auto")
+    assert graph_reuse.reuses_graph(auto, one, TinyRegression(), None)
+    assert not graph_reuse.reuses_graph(auto, several, TinyRegression(), None)
+    assert not graph_reuse.reuses_graph(auto, one, TinyRegression(), 65536.0)  # a GradScaler's scale: 16-mixed
+    assert not graph_reuse.reuses_graph(OlderOverride(reuse_training_graph="auto"), one, TinyRegression(), None)
+    with pytest.raises(ValueError, match=r"OlderOverride.compute_hypergradient to take a `graph` argument"):
+        graph_reuse.reuses_graph(OlderOverride(reuse_training_graph=True), one, TinyRegression(), None)
+    model = CountingRegression()
+    fit(model, [older := OlderOverride(Neumann(3, alpha=0.1), every_n_steps=2, reuse_training_graph="auto")])
+    assert (older.taken, model.training_forwards) == (3, 6 + 3)
