@@ -21,6 +21,7 @@ import statistics
 import lightning as L
 import torch
 from scale_cost import Referenced
+from scale_problems import quiet_trainer
 
 from lightning_hypergrad import HypergradientCallback
 from lightning_hypergrad.data import DigitsDataModule
@@ -64,17 +65,7 @@ def track(solver, steps: int, lr_step: int, decay_step: int, seed: int, damping:
         damping=damping,
     )
     referenced = Referenced(callback, lambda: Exact(max_size=2000))
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[referenced, Events(lr_step, decay_step)],
-    )
+    trainer = quiet_trainer(steps, [referenced, Events(lr_step, decay_step)])
     trainer.fit(module, DigitsDataModule(batch_size=64, seed=seed))
     return [(step, cosine) for step, cosine, *_ in referenced.found]
 
@@ -102,7 +93,7 @@ def main() -> None:
         )
         rest = [cosine for step, cosine in found.items() if step not in shown]
         cells = "".join(f"{found.get(step, math.nan):8.4f}" for step in shown)
-        print(f"{name:<38}{cells}{statistics.median(rest):8.4f}")
+        print(f"{name:<38}{cells}{statistics.median(rest) if rest else math.nan:8.4f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-from scale_problems import GeneratedData, make_module
+from scale_problems import GeneratedData, make_module, quiet_trainer
 
 from lightning_hypergrad import HypergradientCallback, hypergradient_with_solve
 from lightning_hypergrad.engine import vectors
@@ -107,18 +107,7 @@ def fit(problem: str, factory, steps: int, device: str, reference: int | None = 
         callback.damping = damping
     if callback is not None and reference is not None:
         callback = Referenced(callback, lambda: ConjugateGradient(reference, rtol=1e-4))
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator=device,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[] if callback is None else [callback],
-    )
+    trainer = quiet_trainer(steps, [] if callback is None else [callback], accelerator=device)
     clock = time.perf_counter if device == "cuda" else time.process_time
     if device == "cuda":
         torch.cuda.synchronize()

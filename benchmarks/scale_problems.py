@@ -1,4 +1,5 @@
-"""Not a benchmark: the two problems at the scale users train, on data generated in code (nothing downloads).
+"""Not a benchmark: the two problems at the scale users train, on data generated in code (nothing downloads),
+and the quiet Trainer the scale benchmarks fit them with.
 
 - ``resnet18``: torchvision ``resnet18(num_classes=10)`` on 32×32×3 images, one decay per weight
   (``WeightDecayClassifier(decay_granularity="per_weight")``): 11.2 M weights, 11.2 M hyperparameters.
@@ -86,6 +87,22 @@ class LastLayers(WeightDecayClassifier):
             [network.layer4, network.fc] if hasattr(network, "layer4") else [network.encoder.layers[-1], network.head]
         )
         return [parameter for layer in last for parameter in layer.parameters()]
+
+
+def quiet_trainer(steps: int, callbacks: list[L.Callback], accelerator: str = "cpu") -> L.Trainer:
+    """A Trainer for ``steps`` weight steps on one device with no validation loop, logger, checkpoint or bars."""
+    return L.Trainer(
+        max_steps=steps,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
 
 
 def make_module(problem: str, seed: int = 0, last_layers: bool = False) -> WeightDecayClassifier:
