@@ -184,12 +184,25 @@ def breakdown(problem: str, repeats: int = 3) -> None:
         product = clocked(lambda: torch.autograd.grad(gradient, weights, vector, retain_graph=True))
         mixed = clocked(lambda: torch.autograd.grad(gradient, hyperparameters, vector, retain_graph=True))
         validation = clocked(validation_gradient)
+    gradients = [torch.randn_like(weight) for weight in weights]
+    entrywise = clocked(lambda: bool(torch.stack([part.isfinite().all() for part in gradients]).all()))
+    by_sums = clocked(lambda: vectors.all_finite(gradients))
+    hyper_steps = {}
+    for foreach in (False, True):
+        copies = [torch.nn.Parameter(value.detach().clone()) for value in hyperparameters]
+        for copy in copies:
+            copy.grad = torch.randn_like(copy)
+        hyper_steps[foreach] = clocked(torch.optim.Adam(copies, lr=1e-2, foreach=foreach).step)
     print(f"\n{problem}: CPU time per call / one training step ({step * 1e3:.0f} ms), mean of {repeats}")
     for name, seconds in [
         ("training gradient with create_graph (forward + backward)", graph),
         ("one Hessian-vector product", product),
         ("the mixed product (w.r.t. λ)", mixed),
         ("validation gradient (eval mode)", validation),
+        ("finite check of the gradients, isfinite().all() per part", entrywise),
+        ("finite check of the gradients, vectors.all_finite (sums)", by_sums),
+        ("hyper Adam step, one tensor at a time", hyper_steps[False]),
+        ("hyper Adam step, foreach=True (the default's)", hyper_steps[True]),
     ]:
         print(f"{name:<58} {seconds / step:6.2f}")
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.lightning import sharding
 
 
@@ -32,12 +33,10 @@ class StepGuard:
 
     def check(self, after: str) -> str | None:
         """None if every hyperparameter is finite; else restore the snapshot and return the reason."""
-        finite = torch.stack(
-            [torch.isfinite(sharding.full(parameter.detach())).all() for _, parameter in self.named]
-        ).tolist()
-        bad = [name for (name, _), ok in zip(self.named, finite) if not ok]  # one host sync for all of them
-        if not bad:
+        values = [sharding.full(parameter.detach()) for _, parameter in self.named]
+        if vectors.all_finite(values):  # one host sync for all of them
             return None
+        bad = [name for (name, _), value in zip(self.named, values) if not vectors.all_finite([value])]
         with torch.no_grad():
             for (_, parameter), value in zip(self.named, self.values):
                 parameter.copy_(value)

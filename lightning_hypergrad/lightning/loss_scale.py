@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.plugins import Precision
 
 from lightning_hypergrad.arguments import check_count, check_positive
+from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.lightning import distributed
 from lightning_hypergrad.lightning.decision import HyperstepResult
 from lightning_hypergrad.solvers import IHVPSolver
@@ -152,7 +153,7 @@ def _failed(result: HyperstepResult) -> bool:
         return False
     if result.solve.status is SolveStatus.NON_FINITE:
         return True
-    return not all(bool(torch.isfinite(part).all()) for part in result.hypergradients)
+    return not vectors.all_finite(result.hypergradients)
 
 
 def _snapshot(solver: IHVPSolver, device: torch.device) -> Callable[[], None]:

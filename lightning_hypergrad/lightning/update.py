@@ -68,11 +68,16 @@ def build_hyper_optimizer(
     scheduler_factory: Callable[[torch.optim.Optimizer], Any] | None,
     hyperparameters: Sequence[nn.Parameter],
 ) -> tuple[torch.optim.Optimizer, Any]:
-    """The hyper optimizer (``Adam(lr=1e-2)`` when ``factory`` is None) and its scheduler (or None)."""
+    """The hyper optimizer (``Adam(lr=1e-2)`` when ``factory`` is None) and its scheduler (or None).
+
+    The default Adam takes its multi-tensor step (torch picks it on CUDA only): on the CPU the same values, bit for
+    bit, in less time for millions of hyperparameters.
+    """
     parameters = list(hyperparameters)
-    optimizer = (
-        factory(parameters) if factory is not None else torch.optim.Adam(parameters, lr=DEFAULT_HYPER_LEARNING_RATE)
-    )
+    if factory is None:
+        optimizer = torch.optim.Adam(parameters, lr=DEFAULT_HYPER_LEARNING_RATE, foreach=True)
+    else:
+        optimizer = factory(parameters)
     scheduler = scheduler_factory(optimizer) if scheduler_factory is not None else None
     return optimizer, scheduler
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from lightning_hypergrad.engine import vectors
 from lightning_hypergrad.lightning import adapter, sharding
 
 DEFAULT_PLATEAU_MONITOR = "validation_loss"
@@ -125,7 +126,7 @@ def gradients_are_finite(module: LightningModule, optimizer: Optimizer, loss: Te
     if (scaler is not None and scaler.is_enabled()) or not gradients:
         finite = True
     else:
-        finite = bool(torch.stack([gradient.isfinite().all() for gradient in gradients]).all())
+        finite = vectors.all_finite(gradients)
     module.consecutive_skipped_weight_steps = 0 if finite else module.consecutive_skipped_weight_steps + 1
     if finite:
         return True

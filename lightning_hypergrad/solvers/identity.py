@@ -46,7 +46,7 @@ class Identity(IHVPSolver):
         del target  # the start holds it now: handed over below, so that a donated b is freed after its last use
         point, residual = start.hand_over()
         solution = vectors.add_scaled(point, self.alpha, residual)
-        finite = bool(vectors.all_finite(solution) & start.finite)
+        finite = vectors.all_finite(solution) and bool(start.finite)
         return finish(
             solution,
             dtypes,

@@ -66,3 +66,19 @@ def test_dot_of_parts_in_any_layout_matches_the_elementwise_sum() -> None:
     for x, y in pairs:
         expected = (x.contiguous() * y.contiguous()).sum()
         torch.testing.assert_close(vectors.dot([x], [y]), expected, rtol=1e-14, atol=1e-14)
+
+
+def test_all_finite_answers_entry_by_entry_even_where_a_sum_overflows() -> None:
+    huge = torch.full((4,), 3e38)  # finite float32 entries whose sum is inf
+    half = torch.full((8,), 6e4, dtype=torch.float16)  # the same in float16
+    assert vectors.all_finite([]) is True
+    assert vectors.all_finite([torch.ones(3), torch.zeros(2, 2, dtype=torch.float64)]) is True
+    assert vectors.all_finite([huge, half, -huge]) is True
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for dtype in (torch.float32, torch.float16, torch.float64):
+            part = torch.ones(5, dtype=dtype)
+            part[3] = bad
+            assert vectors.all_finite([torch.ones(2), part]) is False, (bad, dtype)
+            assert vectors.all_finite([huge, part]) is False, (bad, dtype)
+    cancelling = torch.tensor([float("inf"), float("-inf")])  # sums to NaN, and is not finite either
+    assert vectors.all_finite([cancelling]) is False
