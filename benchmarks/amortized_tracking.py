@@ -63,6 +63,7 @@ def track(solver, steps: int, lr_step: int, decay_step: int, seed: int, damping:
         every_n_steps=5,
         warmup_steps=50,
         damping=damping,
+        reuse_training_graph=False,  # each hyperstep after its weight step, where the events below land
     )
     referenced = Referenced(callback, lambda: Exact(max_size=2000))
     trainer = quiet_trainer(steps, [referenced, Events(lr_step, decay_step)])

@@ -81,7 +81,7 @@ def variants(config: dict, default: bool) -> dict[str, dict | None]:
         {"class_path": conjugate_gradient, "init_args": {"iterations": 5}}, warm_start=True, hyper_optimizer=adam
     )
     found["as configured, every 10 steps"] = changed(every_n_steps=10)
-    found["as configured, reuse_training_graph"] = changed(reuse_training_graph=True)
+    found["as configured, recomputing (reuse_training_graph=False)"] = changed(reuse_training_graph=False)
     found["Identity(0.1) (no products)"] = changed(
         {"class_path": "lightning_hypergrad.solvers.Identity", "init_args": {"alpha": 0.1}}
     )

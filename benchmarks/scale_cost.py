@@ -39,12 +39,12 @@ VARIANTS: dict[str, Callable[[], HypergradientCallback] | None] = {
     "Amortized(2), every 20": lambda: HypergradientCallback(Amortized(2), every_n_steps=20),
     "Amortized(3), every 20": lambda: HypergradientCallback(Amortized(3), every_n_steps=20),
     "Amortized(2), every 10, last layers only": lambda: HypergradientCallback(Amortized(2)),
-    "defaults, reuse_training_graph": lambda: HypergradientCallback(reuse_training_graph=True),
-    "Amortized(2), every 20, reuse_training_graph": lambda: HypergradientCallback(
-        Amortized(2), every_n_steps=20, reuse_training_graph=True
+    "defaults, recomputing": lambda: HypergradientCallback(reuse_training_graph=False),
+    "Amortized(2), every 20, recomputing": lambda: HypergradientCallback(
+        Amortized(2), every_n_steps=20, reuse_training_graph=False
     ),
-    "Amortized(2), every 10, last layers only, reuse_training_graph": lambda: HypergradientCallback(
-        Amortized(2), reuse_training_graph=True
+    "Amortized(2), every 10, last layers only, recomputing": lambda: HypergradientCallback(
+        Amortized(2), reuse_training_graph=False
     ),
     "Identity(), every 10": lambda: HypergradientCallback(Identity()),
 }
@@ -91,7 +91,7 @@ class Referenced(HypergradientCallback):
         mine, exact = (vectors.flatten(found).double() for found in (result.hypergradients, reference.hypergradients))
         cosine = float(mine @ exact / (mine.norm() * exact.norm()).clamp_min(1e-30))
         relative = float(reference.solve.residual_norm) / solver.b_norm
-        self.found.append((trainer.global_step, cosine, relative, reference.solve.status.value, result.solve.hvp_count))
+        self.found.append((self.hyperstep_step, cosine, relative, reference.solve.status.value, result.solve.hvp_count))
         return result
 
 

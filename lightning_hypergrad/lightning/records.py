@@ -218,7 +218,7 @@ def log_hyperstep(trainer: Trainer, record: HyperstepRecord) -> None:
     The headline values go to the progress bar and to ``trainer.callback_metrics``, so ``ModelCheckpoint`` and
     ``EarlyStopping`` can monitor them (:func:`~lightning_hypergrad.lightning.adapter.show_metrics`).
     """
-    _log_to_loggers(trainer, record.logged())
+    _log_to_loggers(trainer, record.logged(), record.step)
     adapter.show_metrics(trainer, record.progress_bar())
 
 
@@ -229,9 +229,10 @@ def as_history_entry(record: HyperstepRecord) -> dict[str, Any]:
 
 
 @rank_zero_only
-def _log_to_loggers(trainer: Trainer, metrics: dict[str, float]) -> None:
+def _log_to_loggers(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
+    # At the hyperstep's own step: one taken inside its weight step logs as if taken after it.
     for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.log_metrics(metrics, step=step)
 
 
 def learning_rate(optimizer: torch.optim.Optimizer | None) -> float | None:
