@@ -1,5 +1,5 @@
-"""The tiny LSTM language model of ``tests/lightning/test_lstm_default_alpha.py`` tuned through the callback with the default
-``Neumann()``: per hyperstep, the Lanczos estimates ``alpha="auto"`` uses against an 80-step run, and the outcome.
+"""The tiny LSTM language model of ``tests/lightning/test_lstm_default_alpha.py`` tuned through the callback with
+``Neumann()`` (its defaults): per hyperstep, the Lanczos estimates ``alpha="auto"`` uses against an 80-step run, and the outcome.
 
 For each hyperstep prints θ_min, θ_max after 10 Lanczos steps (what ``auto`` computes; α = 1/θ_max), the extremes
 after 80 steps from the same start, λ_max/θ_max (≥ 2 would make ``auto`` diverge along the top eigenvector) and
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 import lightning_hypergrad.solvers.neumann as neumann_module
 from lightning_hypergrad import HypergradientCallback
+from lightning_hypergrad.solvers import Neumann
 from tests.lightning.test_lstm_default_alpha import TinyLanguageModel, markov_windows
 from tests.lightning_helpers import make_trainer
 
@@ -52,7 +53,7 @@ def main() -> None:
 
     neumann_module.extreme_eigenvalues = measured  # observe the solver's own estimate, unchanged otherwise
     L.seed_everything(0, verbose=False)
-    callback = HypergradientCallback(every_n_steps=5)
+    callback = HypergradientCallback(Neumann(), every_n_steps=5)  # the callback's default solver is Amortized()
     train = DataLoader(markov_windows(320, 40, seed=1), batch_size=32, shuffle=True)
     validation = DataLoader(markov_windows(96, 40, seed=2), batch_size=32)
     with warnings.catch_warnings():

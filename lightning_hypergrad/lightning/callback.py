@@ -82,7 +82,8 @@ class HypergradientCallback(Callback):
             overflow); ``None`` means ``HyperstepLossScale()``. Unused without a ``GradScaler``.
         reuse_training_graph: take each hyperstep inside its weight step, on that step's loss and gradient graph,
             at the weights before the step (:mod:`~lightning_hypergrad.lightning.graph_reuse`): one forward and
-            backward fewer. ``"auto"`` where the fit allows it, ``True`` or an error, ``False``: recompute after.
+            backward fewer. ``"auto"`` (default) where the fit allows it, ``True`` or an error, ``False``:
+            recompute after the step.
 
     Skipped hypersteps: a non-finite loss, a failed solve, a non-finite hypergradient or a step that leaves λ
     non-finite is never applied (λ is restored; ``docs/reliability.md``): counted (``hyper/skipped``) and warned,
@@ -108,7 +109,7 @@ class HypergradientCallback(Callback):
         check_sync: bool = False,
         validation_dataloader: int | str = 0,
         loss_scale: HyperstepLossScale | None = None,
-        reuse_training_graph: bool | Literal["auto"] = False,
+        reuse_training_graph: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__()
         owner = "HypergradientCallback"

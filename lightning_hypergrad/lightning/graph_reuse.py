@@ -1,4 +1,4 @@
-"""Reusing the weight step's graph for a hyperstep (``HypergradientCallback(reuse_training_graph=True)``).
+"""Reusing the weight step's graph for a hyperstep (``HypergradientCallback``'s default, ``reuse_training_graph="auto"``).
 
 A hyperstep on ``train_batch="current"`` needs ``g = ∂L_T/∂w`` on the batch the weights just trained on, with
 its graph: one forward and one backward that the weight step has already run. With reuse, on a batch whose

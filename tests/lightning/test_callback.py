@@ -247,10 +247,11 @@ def test_project_hyperparameters_runs_after_every_hyperstep() -> None:
     assert -4.6 <= float(model.weight_decay.raw[0].detach()) <= -4.5
 
 
-def test_metrics_reach_the_loggers_every_hyperstep(tmp_path) -> None:
+@pytest.mark.parametrize("reuse_training_graph", ["auto", False])  # inside the weight step, or after it
+def test_metrics_reach_the_loggers_every_hyperstep(tmp_path, reuse_training_graph) -> None:
     from lightning.pytorch.loggers import CSVLogger
 
-    callback = HypergradientCallback(Neumann(iterations=3), every_n_steps=3)
+    callback = HypergradientCallback(Neumann(iterations=3), every_n_steps=3, reuse_training_graph=reuse_training_graph)
     L.seed_everything(0, verbose=False)
     logger = CSVLogger(tmp_path, name="run")
     make_trainer([callback], max_epochs=1, logger=logger, log_every_n_steps=50).fit(small_classifier(), digits())

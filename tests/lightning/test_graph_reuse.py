@@ -177,10 +177,10 @@ def test_fits_where_the_graph_cannot_be_reused_are_refused_with_the_alternative(
 
 
 def test_auto_reuses_where_the_fit_allows_it_and_recomputes_silently_elsewhere(recwarn) -> None:
-    default, reusing = CountingRegression(), CountingRegression()
-    fit(default, [HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2)])  # False is the default
-    fit(reusing, [HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2, reuse_training_graph="auto")])
-    assert (default.training_forwards, reusing.training_forwards) == (6 + 3, 6)
+    default, recomputing = CountingRegression(), CountingRegression()
+    fit(default, [HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2)])  # "auto" is the default
+    fit(recomputing, [HypergradientCallback(Neumann(3, alpha=0.1), every_n_steps=2, reuse_training_graph=False)])
+    assert (default.training_forwards, recomputing.training_forwards) == (6, 6 + 3)
     accumulating, fresh, overridden = CountingRegression(), CountingRegression(), OwnTrainingStep()
     accumulating.accumulate_grad_batches = 2
     fit(
