@@ -80,6 +80,9 @@ def variants(config: dict, default: bool) -> dict[str, dict | None]:
     found["CG(5), warm start, hyper Adam 0.08"] = changed(
         {"class_path": conjugate_gradient, "init_args": {"iterations": 5}}, warm_start=True, hyper_optimizer=adam
     )
+    amortized = "lightning_hypergrad.solvers.Amortized"
+    found["Amortized(2) (the callback's default solver)"] = changed({"class_path": amortized, "init_args": {}})
+    found["Amortized(6)"] = changed({"class_path": amortized, "init_args": {"iterations": 6}})
     found["as configured, every 10 steps"] = changed(every_n_steps=10)
     found["as configured, recomputing (reuse_training_graph=False)"] = changed(reuse_training_graph=False)
     found["Identity(0.1) (no products)"] = changed(

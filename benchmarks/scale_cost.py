@@ -95,8 +95,33 @@ class Referenced(HypergradientCallback):
         return result
 
 
+class StepClock(L.Callback):
+    """The clock's seconds of every training batch in the fit, and whether a hyperstep ran in it (the tuning
+    callback's count of hypersteps moved): a hyperstep's cost as the fit sees it, allocator state included."""
+
+    def __init__(self, tuning: HypergradientCallback | None, clock: Callable[[], float], cuda: bool) -> None:
+        self.tuning, self.clock, self.cuda = tuning, clock, cuda
+        self.batches: list[tuple[float, bool]] = []
+        self.start, self.count = 0.0, 0
+
+    def _hypersteps(self) -> int:
+        return 0 if self.tuning is None else self.tuning.taken + self.tuning.skipped
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return self.clock()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.start, self.count = self._now(), self._hypersteps()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches.append((self._now() - self.start, self._hypersteps() > self.count))
+
+
 def fit(problem: str, factory, steps: int, device: str, reference: int | None = None, damping: float = 0.0):
-    """One fit of ``steps`` weight steps; returns the clock's seconds and the callback (``damping`` for all)."""
+    """One fit of ``steps`` weight steps; returns the clock's seconds, the callback (``damping`` for all) and the
+    fit's :class:`StepClock` (run after the callback, so a recomputed hyperstep counts in its batch)."""
     L.seed_everything(0, verbose=False)
     module, data = (
         make_module(problem, last_layers=factory is not None and "last layers" in names_of[factory]),
@@ -107,35 +132,47 @@ def fit(problem: str, factory, steps: int, device: str, reference: int | None = 
         callback.damping = damping
     if callback is not None and reference is not None:
         callback = Referenced(callback, lambda: ConjugateGradient(reference, rtol=1e-4))
-    trainer = quiet_trainer(steps, [] if callback is None else [callback], accelerator=device)
     clock = time.perf_counter if device == "cuda" else time.process_time
+    step_clock = StepClock(callback, clock, device == "cuda")
+    trainer = quiet_trainer(steps, [step_clock] if callback is None else [callback, step_clock], accelerator=device)
     if device == "cuda":
         torch.cuda.synchronize()
     start = clock()
     trainer.fit(module, data)
     if device == "cuda":
         torch.cuda.synchronize()
-    return clock() - start, callback
+    return clock() - start, callback, step_clock
 
 
 def cost(problem: str, names: list[str], steps: int, repeats: int, device: str, damping: float) -> None:
     fit(problem, None, 3, device)  # warm-up: imports, allocator and first-call costs stay out of the timing
     seconds: dict[str, list[float]] = {name: [] for name in names}
     products: dict[str, int] = {}
+    batches: dict[str, list[tuple[float, bool]]] = {name: [] for name in names}
     for _ in range(repeats):
         for name in names:
-            elapsed, callback = fit(problem, VARIANTS[name], steps, device, damping=damping)
+            elapsed, callback, step_clock = fit(problem, VARIANTS[name], steps, device, damping=damping)
             seconds[name].append(elapsed)
+            batches[name] += step_clock.batches[2:]  # the first batches pay the fit's first-call costs
             if callback is not None:
                 products[name] = int(sum(entry["hvp_count"] for entry in callback.history))
     plain = statistics.median(seconds["plain (no callback)"])
+    plain_step = statistics.median(seconds for seconds, _ in batches["plain (no callback)"])
     clock = "wall" if device == "cuda" else "CPU"
     print(f"\n{problem}: plain fit {plain:.1f} s {clock} ({steps} steps, median of {repeats}, interleaved, 1 thread)")
-    print(f"{'variant':<62} {'× plain':>8} {'range':>12} {'products':>9}")
+    print(f"its weight step {plain_step * 1e3:.0f} ms (median over its batches); per variant, in the fit: the median")
+    print("weight step without a hyperstep, and what a batch with a hyperstep costs beyond it, in plain weight steps")
+    print(f"{'variant':<62} {'× plain':>8} {'range':>12} {'products':>9} {'step ms':>8} {'hyperstep':>10}")
     for name in names:
         low, high = min(seconds[name]) / plain, max(seconds[name]) / plain
         count = products.get(name, 0)
-        print(f"{name:<62} {statistics.median(seconds[name]) / plain:8.2f} {low:5.2f}–{high:<5.2f} {count:9d}")
+        steps_only = statistics.median(seconds for seconds, hyper in batches[name] if not hyper)
+        with_hyperstep = [seconds for seconds, hyper in batches[name] if hyper]
+        extra = (statistics.median(with_hyperstep) - steps_only) / plain_step if with_hyperstep else 0.0
+        print(
+            f"{name:<62} {statistics.median(seconds[name]) / plain:8.2f} {low:5.2f}–{high:<5.2f} {count:9d} "
+            f"{steps_only * 1e3:8.0f} {extra:10.2f}"
+        )
 
 
 def cosines(problem: str, names: list[str], steps: int, device: str, iterations: int, damping: float) -> None:
@@ -147,7 +184,7 @@ def cosines(problem: str, names: list[str], steps: int, device: str, iterations:
     for name in names:
         if VARIANTS[name] is None:
             continue
-        _, callback = fit(problem, VARIANTS[name], steps, device, reference=iterations, damping=damping)
+        _, callback, _ = fit(problem, VARIANTS[name], steps, device, reference=iterations, damping=damping)
         for step, cosine, relative, status, count in callback.found:
             print(f"{name:<62} {step:5d} {count:9d} {cosine:8.4f} {relative:18.3g} {status:>20}")
 
@@ -166,9 +203,9 @@ def breakdown(problem: str, repeats: int = 3) -> None:
             work()
         return (time.process_time() - start) / repeats
 
-    def training_step() -> None:
+    def training_step() -> None:  # as the fit's: backward into the weights only, not into λ
         optimizer.zero_grad()
-        module.training_loss(batch).backward()
+        module.training_loss(batch).backward(inputs=weights)
         optimizer.step()
 
     def validation_gradient() -> None:
