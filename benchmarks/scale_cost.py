@@ -157,7 +157,7 @@ def cost(problem: str, names: list[str], steps: int, repeats: int, device: str, 
             if callback is not None:
                 products[name] = int(sum(entry["hvp_count"] for entry in callback.history))
     plain = statistics.median(seconds["plain (no callback)"])
-    plain_step = statistics.median(seconds for seconds, _ in batches["plain (no callback)"])
+    plain_step = statistics.median(duration for duration, _ in batches["plain (no callback)"])
     clock = "wall" if device == "cuda" else "CPU"
     print(f"\n{problem}: plain fit {plain:.1f} s {clock} ({steps} steps, median of {repeats}, interleaved, 1 thread)")
     print(f"its weight step {plain_step * 1e3:.0f} ms (median over its batches); per variant, in the fit: the median")
@@ -166,8 +166,8 @@ def cost(problem: str, names: list[str], steps: int, repeats: int, device: str, 
     for name in names:
         low, high = min(seconds[name]) / plain, max(seconds[name]) / plain
         count = products.get(name, 0)
-        steps_only = statistics.median(seconds for seconds, hyper in batches[name] if not hyper)
-        with_hyperstep = [seconds for seconds, hyper in batches[name] if hyper]
+        steps_only = statistics.median(duration for duration, hyper in batches[name] if not hyper)
+        with_hyperstep = [duration for duration, hyper in batches[name] if hyper]
         extra = (statistics.median(with_hyperstep) - steps_only) / plain_step if with_hyperstep else 0.0
         print(
             f"{name:<62} {statistics.median(seconds[name]) / plain:8.2f} {low:5.2f}–{high:<5.2f} {count:9d} "
